@@ -1,0 +1,26 @@
+# The two commands of the README: `make demo` runs the platform, `make test` runs the tests.
+PY ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+
+.PHONY: demo test install bench clean
+
+$(BIN)/marketdata: pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[test]'
+	touch $@
+
+install: $(BIN)/marketdata
+
+demo: install
+	$(BIN)/marketdata up
+
+test: install
+	$(BIN)/python -m pytest marketdata_tests -q
+
+bench: install
+	$(BIN)/marketdata bench --venues binance --rate 50000 --duration 60
+
+clean:
+	rm -rf .marketdata

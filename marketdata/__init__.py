@@ -1,0 +1,1 @@
+"""marketdata: complete, replayable minute bars from ten venues."""

@@ -1,0 +1,168 @@
+"""The platform config file: which venues, which symbols, which endpoints.
+
+    endpoints: simulator          # simulator | live: default for every venue
+    venues:
+      binance:
+        symbols: [BTC-USDT, ETH-USDT]
+        endpoints: live           # per-venue override; or ws_url / rest_url explicitly
+        options: {trade_stream: trade}
+        repair: true
+    simulator: {rate: 500, seed: 7}
+
+Mistakes fail at load with a message that names the bad value and what is valid.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+import yaml
+
+from . import settings
+from .tick import split_symbol
+
+
+class ConfigError(ValueError):
+    pass
+
+
+@dataclass
+class VenueConfig:
+    name: str
+    symbols: list[str]
+    ws_url: str
+    rest_url: str
+    endpoints: str = "live"
+    repair: bool = True
+    connections: int = 1
+    idle_timeout: float | None = None      # None: the venue module's default
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class SimulatorSettings:
+    rate: float = 500.0
+    seed: int = 7
+    speed: float = 1.0
+    start: str | None = None
+    ping_interval: float = 20.0
+    pong_timeout: float = 60.0
+
+
+@dataclass
+class PersistSettings:
+    workers: int = 1
+    batch_max: int = 50_000     # ticks per ClickHouse insert at the most
+    block_ms: int = 200         # how long a read waits for new entries
+
+
+@dataclass
+class Config:
+    venues: dict[str, VenueConfig]
+    simulator: SimulatorSettings = field(default_factory=SimulatorSettings)
+    persist: PersistSettings = field(default_factory=PersistSettings)
+    path: Path | None = None
+
+
+def simulator_endpoints_file() -> Path:
+    return Path(os.environ.get("MARKETDATA_SIM_ENDPOINTS") or settings.data_dir() / "simulator" / "endpoints.json")
+
+
+def _known(section: str, given: dict, allowed: set[str]) -> None:
+    unknown = set(given) - allowed
+    if unknown:
+        raise ConfigError(f"{section}: unknown key(s) {sorted(unknown)}; valid keys: {sorted(allowed)}")
+
+
+def load_config(path: str | Path | None = None, *, resolve_endpoints: bool = True) -> Config:
+    """Read and validate the config (default: $MARKETDATA_CONFIG or ./marketdata.yaml)."""
+    from . import venues as venue_registry
+
+    path = Path(path or os.environ.get("MARKETDATA_CONFIG") or "marketdata.yaml")
+    if not path.exists():
+        raise ConfigError(f"config file {path} not found: pass --config or set MARKETDATA_CONFIG")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {e}") from e
+    return parse_config(raw, path=path, resolve_endpoints=resolve_endpoints,
+                        registry=venue_registry)
+
+
+def parse_config(raw: dict, *, path: Path | None = None, resolve_endpoints: bool = True,
+                 registry=None) -> Config:
+    if registry is None:
+        from . import venues as registry
+    where = str(path) if path else "config"
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}: expected a mapping at the top level")
+    _known(where, raw, {"endpoints", "venues", "simulator", "persist"})
+    default_endpoints = raw.get("endpoints", "simulator")
+    if default_endpoints not in ("simulator", "live"):
+        raise ConfigError(f"{where}: endpoints must be 'simulator' or 'live', not {default_endpoints!r}")
+    venues_raw = raw.get("venues") or {}
+    if not isinstance(venues_raw, dict) or not venues_raw:
+        raise ConfigError(f"{where}: 'venues' must map at least one venue to its settings; "
+                          f"valid venues: {', '.join(registry.names())}")
+    sim_eps: dict | None = None
+    venues: dict[str, VenueConfig] = {}
+    for name, v in venues_raw.items():
+        if name not in registry.names():
+            raise ConfigError(f"{where}: unknown venue {name!r}; valid venues: {', '.join(registry.names())}")
+        v = v or {}
+        _known(f"{where}: venues.{name}", v, {"symbols", "endpoints", "ws_url", "rest_url", "repair",
+                                               "connections", "idle_timeout", "options", "enabled"})
+        if v.get("enabled", True) is False:
+            continue
+        symbols = v.get("symbols")
+        if not symbols or not isinstance(symbols, list):
+            raise ConfigError(f"{where}: venues.{name}.symbols must be a non-empty list like [BTC-USDT]")
+        for s in symbols:
+            try:
+                split_symbol(str(s))
+            except ValueError as e:
+                raise ConfigError(f"{where}: venues.{name}.symbols: {e}") from None
+        module = registry.get(name)
+        options = dict(v.get("options") or {})
+        try:
+            module.validate_options(options)
+        except ValueError as e:
+            raise ConfigError(f"{where}: venues.{name}.options: {e}") from None
+        eps = v.get("endpoints", default_endpoints)
+        if eps not in ("simulator", "live"):
+            raise ConfigError(f"{where}: venues.{name}.endpoints must be 'simulator' or 'live', not {eps!r}")
+        ws_url, rest_url = v.get("ws_url"), v.get("rest_url")
+        if not (ws_url and rest_url):
+            if eps == "live":
+                ws_url, rest_url = ws_url or module.LIVE_WS_URL, rest_url or module.LIVE_REST_URL
+            elif resolve_endpoints:
+                if sim_eps is None:
+                    f = simulator_endpoints_file()
+                    if not f.exists():
+                        raise ConfigError(f"venue {name} uses the simulator but no simulator is running "
+                                          f"({f} missing): start `marketdata simulate` or `marketdata up`, "
+                                          "or set endpoints: live")
+                    sim_eps = orjson.loads(f.read_bytes())
+                if name not in sim_eps:
+                    raise ConfigError(f"the running simulator does not serve {name}; it serves {sorted(sim_eps)}")
+                ws_url, rest_url = ws_url or sim_eps[name]["ws"], rest_url or sim_eps[name]["rest"]
+            else:
+                ws_url, rest_url = ws_url or "", rest_url or ""
+        conns = int(v.get("connections", 1))
+        if conns not in (1, 2):
+            raise ConfigError(f"{where}: venues.{name}.connections must be 1 or 2, not {conns}")
+        venues[name] = VenueConfig(name=name, symbols=[str(s) for s in symbols], ws_url=ws_url,
+                                   rest_url=rest_url, endpoints=eps, repair=bool(v.get("repair", True)),
+                                   connections=conns, idle_timeout=v.get("idle_timeout"), options=options)
+    if not venues:
+        raise ConfigError(f"{where}: every venue is disabled")
+    sim_raw = raw.get("simulator") or {}
+    _known(f"{where}: simulator", sim_raw, set(SimulatorSettings.__dataclass_fields__))
+    per_raw = raw.get("persist") or {}
+    _known(f"{where}: persist", per_raw, set(PersistSettings.__dataclass_fields__))
+    return Config(venues=venues, simulator=SimulatorSettings(**sim_raw),
+                  persist=PersistSettings(**per_raw), path=path)

@@ -1,0 +1,386 @@
+"""The runtime that drives one venue: REST instruments, WebSocket connection(s), keepalive and
+silent-drop detection, reconnects with capped jittered backoff, gap repair from REST, coverage
+marks, sequence state in Redis, and a heartbeat for Dagster's ingest-health sensor.
+
+Venue knowledge comes from the venue module (``marketdata.venues.<name>``); nothing here knows a
+venue's wire format.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from types import ModuleType
+
+import httpx
+import orjson
+import websockets
+from websockets.asyncio.client import ClientConnection, connect
+
+from .. import venues as venue_registry
+from ..clock import now_us
+from ..config import ConfigError, VenueConfig
+from ..storage.redis import async_client
+from ..stream import Gap, health_key, sequence_key
+from ..tick import Tick
+from ..venues.base import Ack, HttpRequest, MalformedFrame, Reconnect, UnknownSymbol, VenueError
+from .backoff import Backoff
+from .publisher import Publisher
+from .sequence import SymbolSequence
+
+log = logging.getLogger("marketdata.ingest")
+
+
+class _TrackedConnection(ClientConnection):
+    """Remembers when bytes last arrived (data, pings, anything): a link with no bytes for the
+    venue's idle timeout is dead even if the OS never reports it (a silent drop)."""
+
+    last_rx = 0.0
+
+    def data_received(self, data: bytes) -> None:
+        self.last_rx = time.monotonic()
+        super().data_received(data)
+
+
+class RestError(RuntimeError):
+    pass
+
+
+class VenueConnector:
+    def __init__(self, cfg: VenueConfig, redis_url: str | None = None, *,
+                 coverage_interval: float = 0.2, health_interval: float = 1.0,
+                 flush_ms: float = 5.0):
+        self.cfg = cfg
+        self.mod: ModuleType = venue_registry.get(cfg.name)
+        self.name = cfg.name
+        self.redis_url = redis_url
+        self.idle_timeout = float(cfg.idle_timeout or self.mod.IDLE_TIMEOUT)
+        self.coverage_interval = coverage_interval
+        self.health_interval = health_interval
+        self.flush_ms = flush_ms
+        self.seqs: dict[str, SymbolSequence] = {}
+        self.by_venue_symbol: dict[str, str] = {}
+        self.malformed = 0
+        self.unknown_symbols = 0
+        self.venue_errors = 0
+        self.reconnects = 0
+        self.connected = 0
+        self.ticks_in = 0
+        self.repair_requests = 0
+        self.last_tick_recv_us = 0
+        self.last_error = ""
+        self._repair_wake = asyncio.Event()
+        self.publisher: Publisher | None = None
+        self.http: httpx.AsyncClient | None = None
+
+    # --- REST -----------------------------------------------------------------------------
+
+    async def rest(self, req: HttpRequest, *, attempts: int = 6) -> object:
+        """One REST call, waiting as the venue asks on 429/418 and backing off on 5xx/network errors."""
+        backoff = Backoff(base=0.2, cap=10.0)
+        last = ""
+        for _ in range(attempts):
+            try:
+                r = await self.http.request(req.method, req.path, params=req.params, json=req.json)
+            except httpx.HTTPError as e:
+                last = f"{type(e).__name__}: {e}"
+            else:
+                wait = self.mod.retry_after(r.status_code, r.headers)
+                if wait is not None:
+                    last = f"HTTP {r.status_code} (rate limited)"
+                    log.warning("%s REST %s: %s; waiting %.1fs as the venue asks", self.name, req.path, last, wait)
+                    await asyncio.sleep(wait)
+                    continue
+                if r.status_code < 400:
+                    return orjson.loads(r.content)
+                last = f"HTTP {r.status_code}: {r.text[:200]}"
+                if r.status_code < 500:
+                    raise RestError(f"{self.name} REST {req.path}: {last}")
+            await asyncio.sleep(backoff.next_delay())
+        raise RestError(f"{self.name} REST {req.path} failed {attempts} times: {last}")
+
+    async def load_instruments(self) -> None:
+        """Map configured canonical symbols to the venue's; an unknown symbol fails the start."""
+        body = await self.rest(self.mod.instruments_request())
+        listed = {i.symbol: i.venue_symbol for i in self.mod.parse_instruments(body)}
+        missing = [s for s in self.cfg.symbols if s not in listed]
+        if missing:
+            sample = ", ".join(sorted(listed)[:12])
+            raise ConfigError(
+                f"{self.name}: symbol(s) {', '.join(missing)} not listed as trading by the venue "
+                f"({self.cfg.rest_url}); fix venues.{self.name}.symbols in the config. "
+                f"{len(listed)} symbols are listed, e.g. {sample}")
+        for s in self.cfg.symbols:
+            self.by_venue_symbol[listed[s]] = s
+            self.seqs[s] = SymbolSequence(self.name, s, listed[s], lateness_us=self.mod.LATENESS_US)
+
+    # --- main -------------------------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event) -> None:
+        self.http = httpx.AsyncClient(base_url=self.cfg.rest_url, timeout=10.0,
+                                      headers={"User-Agent": "marketdata/0.1"})
+        redis = async_client(self.redis_url)
+        try:
+            await self.load_instruments()
+            await self._restore(redis, stop)
+            self.publisher = Publisher(redis, flush_ms=self.flush_ms)
+            self.publisher.state_provider = lambda ex, sym: self.seqs[sym].state() if sym in self.seqs else None
+            pub_stop = asyncio.Event()
+            pub_task = asyncio.create_task(self.publisher.run(pub_stop), name="publisher")
+            tasks = [asyncio.create_task(self._connection(i, stop), name=f"conn{i}")
+                     for i in range(self.cfg.connections)]
+            tasks += [asyncio.create_task(self._repair_loop(stop), name="repair"),
+                      asyncio.create_task(self._coverage_loop(stop), name="coverage"),
+                      asyncio.create_task(self._health_loop(redis, stop), name="health")]
+            await stop.wait()
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            self._advance_coverage()
+            pub_stop.set()
+            self.publisher.request_flush()
+            await pub_task
+            await self._write_health(redis, state="stopped")
+        finally:
+            await self.http.aclose()
+            await redis.aclose()
+
+    async def _restore(self, redis, stop: asyncio.Event) -> None:
+        backoff = Backoff(base=0.2, cap=10.0)
+        while not stop.is_set():
+            try:
+                for s, seq in self.seqs.items():
+                    raw = await redis.hgetall(sequence_key(self.name, s))
+                    if raw:
+                        seq.restore(raw)
+                        log.info("%s %s: resuming after trade id %s; %d hole(s) to repair",
+                                 self.name, s, seq.last_id, len(seq.holes))
+                return
+            except (OSError, websockets.exceptions.WebSocketException, Exception) as e:  # redis down
+                if isinstance(e, (asyncio.CancelledError, KeyboardInterrupt)):
+                    raise
+                delay = backoff.next_delay()
+                log.warning("%s: cannot read sequence state from Redis (%s); retrying in %.1fs",
+                            self.name, e, delay)
+                await asyncio.sleep(delay)
+
+    # --- connection -------------------------------------------------------------------------
+
+    async def _connection(self, idx: int, stop: asyncio.Event) -> None:
+        backoff = Backoff(base=0.5, cap=30.0)
+        venue_symbols = list(self.by_venue_symbol)
+        while not stop.is_set():
+            started = time.monotonic()
+            try:
+                await self._session(idx, venue_symbols)
+            except asyncio.CancelledError:
+                for seq in self.seqs.values():
+                    seq.on_disconnect()
+                raise
+            except (OSError, asyncio.TimeoutError, websockets.exceptions.WebSocketException,
+                    RestError) as e:
+                self.last_error = f"{type(e).__name__}: {e}"
+                log.warning("%s connection %d lost: %s", self.name, idx, self.last_error)
+            for seq in self.seqs.values():
+                seq.on_disconnect()
+            self.connected = max(0, self.connected - 1)
+            self.reconnects += 1
+            if time.monotonic() - started > 60:
+                backoff.reset()
+            delay = backoff.next_delay()
+            log.info("%s connection %d: reconnecting in %.2fs", self.name, idx, delay)
+            try:
+                await asyncio.wait_for(stop.wait(), timeout=delay)
+            except asyncio.TimeoutError:
+                pass
+
+    async def _session(self, idx: int, venue_symbols: list[str]) -> None:
+        mod, opts = self.mod, self.cfg.options
+        url = mod.connect_url(self.cfg.ws_url, venue_symbols, opts)
+        parser = mod.Parser(dict(self.by_venue_symbol), opts)
+        async with connect(url, ping_interval=20, ping_timeout=20, open_timeout=10, close_timeout=1,
+                           max_queue=256, max_size=2 ** 23, compression=None, proxy=None,
+                           create_connection=_TrackedConnection) as ws:
+            ws.last_rx = time.monotonic()
+            self.connected += 1
+            log.info("%s connection %d open: %s", self.name, idx, url)
+            pending_acks = set()
+            for rid, msg in mod.subscribe_messages(venue_symbols, opts):
+                pending_acks.add(rid)
+                await ws.send(msg)
+            if not pending_acks:
+                self._on_subscribed()
+            watchdog = asyncio.create_task(self._watchdog(ws, idx))
+            try:
+                await self._read(ws, parser, pending_acks)
+            finally:
+                watchdog.cancel()
+
+    async def _watchdog(self, ws: _TrackedConnection, idx: int) -> None:
+        opened = time.monotonic()
+        lifetime = float(getattr(self.mod, "MAX_LIFETIME", 0) or 0)
+        while True:
+            await asyncio.sleep(min(1.0, self.idle_timeout / 4))
+            quiet = time.monotonic() - ws.last_rx
+            if quiet > self.idle_timeout:
+                log.warning("%s connection %d: nothing received for %.1fs (silent drop); reconnecting",
+                            self.name, idx, quiet)
+                ws.transport.abort()
+                return
+            if lifetime and time.monotonic() - opened > lifetime:
+                log.info("%s connection %d: reached its %.0fs lifetime; reconnecting", self.name, idx, lifetime)
+                await ws.close()
+                return
+
+    def _on_subscribed(self) -> None:
+        for seq in self.seqs.values():
+            seq.on_subscribed()
+        self._repair_wake.set()     # catch up the span we were away, from REST
+
+    async def _read(self, ws, parser, pending_acks: set) -> None:
+        publisher = self.publisher
+        seqs = self.seqs
+        gaps: list[Gap] = []
+        name = self.name
+        async for frame in ws:
+            recv = now_us()
+            try:
+                events = parser.parse(frame, recv)
+            except MalformedFrame as e:
+                self.malformed += 1
+                log.warning("%s: malformed frame skipped (%s): %.200r", name, e, frame)
+                continue
+            for ev in events:
+                if type(ev) is Tick:
+                    self.ticks_in += 1
+                    seq = seqs[ev.symbol]
+                    if seq.accept(ev, int(ev.trade_id), gaps):
+                        if publisher.queued < publisher.max_queued:
+                            publisher.put_nowait(ev)
+                        else:
+                            await publisher.put(ev)
+                    if gaps:
+                        for g in gaps:
+                            publisher.put_gap(g)
+                            log.warning("%s %s: gap in trade ids %s..%s (%s)", name, g.symbol, g.from_id,
+                                        g.to_id, g.found_by)
+                        gaps.clear()
+                        self._repair_wake.set()
+                elif type(ev) is Ack:
+                    pending_acks.discard(ev.request_id)
+                    if not pending_acks:
+                        log.info("%s: subscribed to %d symbols", name, len(seqs))
+                        self._on_subscribed()
+                elif type(ev) is UnknownSymbol:
+                    self.unknown_symbols += 1
+                    log.warning("%s: trade for unknown symbol %r skipped", name, ev.venue_symbol)
+                elif type(ev) is VenueError:
+                    self.venue_errors += 1
+                    log.error("%s: venue error %s: %s (request %s)", name, ev.code, ev.message, ev.request_id)
+                elif type(ev) is Reconnect:
+                    log.info("%s: venue asks to reconnect (%s)", name, ev.reason)
+                    await ws.close()
+                    return
+            self.last_tick_recv_us = recv
+
+    # --- repair, coverage, health -----------------------------------------------------------
+
+    async def _repair_loop(self, stop: asyncio.Event) -> None:
+        backoff = Backoff(base=0.5, cap=30.0)
+        while not stop.is_set():
+            try:
+                await asyncio.wait_for(self._repair_wake.wait(), timeout=1.0)
+            except asyncio.TimeoutError:
+                pass
+            self._repair_wake.clear()
+            try:
+                for seq in self.seqs.values():
+                    await self._repair_symbol(seq)
+                backoff.reset()
+            except (RestError, MalformedFrame) as e:
+                delay = backoff.next_delay()
+                log.warning("%s: repair failed (%s); retrying in %.1fs", self.name, e, delay)
+                await asyncio.sleep(delay)
+                self._repair_wake.set()
+
+    async def _repair_symbol(self, seq: SymbolSequence) -> None:
+        gaps: list[Gap] = []
+        while True:
+            hole = seq.next_repair()
+            if hole is None:
+                break
+            if hole.hi is None and not seq.connected:
+                break         # catch up only once subscribed, so nothing can fall between
+            if not self.cfg.repair:
+                if hole.hi is None:
+                    break     # its end is known when the next trade arrives
+                seq.mark_unrepairable(hole, gaps, "repair disabled in config")
+                continue
+            self.repair_requests += 1
+            req = self.mod.history_by_id_request(seq.venue_symbol, hole.lo, self.cfg.options)
+            body = await self.rest(req)
+            ticks = self.mod.parse_history(body, seq.symbol, now_us(), self.cfg.options)
+            full = len(body) >= self.mod.REPAIR_PAGE
+            for t in seq.apply_repair(hole, ticks, full, gaps):
+                await self.publisher.put(t)
+            for g in gaps:
+                self.publisher.put_gap(g)
+                log.info("%s %s: gap %s..%s %s (%d trades recovered)", self.name, seq.symbol,
+                         g.from_id, g.to_id, g.status, g.recovered)
+            gaps.clear()
+        for g in gaps:
+            self.publisher.put_gap(g)
+
+    def _advance_coverage(self) -> None:
+        now = now_us()
+        for seq in self.seqs.values():
+            for f, t in seq.advance_coverage(now):
+                self.publisher.put_coverage(self.name, seq.symbol, f, t)
+
+    async def _coverage_loop(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            await asyncio.sleep(self.coverage_interval)
+            self._advance_coverage()
+
+    def health(self) -> dict:
+        seqs = self.seqs.values()
+        last_ts = max((s.last_ts for s in seqs), default=0)
+        return {
+            "heartbeat_us": now_us(), "pid": os.getpid(), "connections": self.connected,
+            "symbols": len(self.seqs), "ticks_in": self.ticks_in,
+            "ticks_published": self.publisher.published_ticks if self.publisher else 0,
+            "queued": self.publisher.queued if self.publisher else 0,
+            "malformed": self.malformed, "unknown_symbols": self.unknown_symbols,
+            "venue_errors": self.venue_errors, "reconnects": self.reconnects,
+            "repair_requests": self.repair_requests,
+            "gaps_found": sum(s.gaps_found for s in seqs),
+            "gaps_repaired": sum(s.gaps_repaired for s in seqs),
+            "gaps_unrepairable": sum(s.gaps_unrepairable for s in seqs),
+            "open_holes": sum(len(s.holes) for s in seqs),
+            "duplicates": sum(s.duplicates for s in seqs),
+            "last_tick_recv_us": self.last_tick_recv_us, "last_trade_ts_us": last_ts,
+            "lag_us": max(0, self.last_tick_recv_us - last_ts) if last_ts else 0,
+            "covered_to_us": min((s.covered_to or 0 for s in seqs), default=0),
+            "redis_failures": self.publisher.failures if self.publisher else 0,
+            "last_error": self.last_error[:300],
+        }
+
+    async def _write_health(self, redis, state: str = "running") -> None:
+        h = self.health()
+        h["state"] = state
+        await redis.hset(health_key(self.name), mapping={k: str(v) for k, v in h.items()})
+
+    async def _health_loop(self, redis, stop: asyncio.Event) -> None:
+        prev, prev_t = 0, time.monotonic()
+        while not stop.is_set():
+            await asyncio.sleep(self.health_interval)
+            try:
+                await self._write_health(redis)
+            except Exception as e:  # Redis down: the publisher reports it; health waits
+                log.debug("%s: health write failed: %s", self.name, e)
+            now = time.monotonic()
+            rate = (self.ticks_in - prev) / max(1e-6, now - prev_t)
+            prev, prev_t = self.ticks_in, now
+            log.debug("%s: %.0f ticks/s", self.name, rate)

@@ -1,0 +1,156 @@
+"""Batched, pipelined publishing of ticks, coverage marks and gap records to Redis Streams.
+
+Everything queued for a stream goes out as one entry per flush (two if a coverage mark does not
+continue the previous one); all streams share one pipelined round trip. A flush happens every
+`flush_ms` or as soon as `flush_ticks` are queued. If Redis is unreachable the batch is kept and
+retried with backoff. The queue is bounded: when it is full `put` waits, which stops the
+WebSocket reader and pushes back on the venue through TCP instead of dropping what was received.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Callable
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from ..stream import STREAMS_SET, Gap, encode_entry, sequence_key, stream_key
+from ..tick import Tick
+from .backoff import Backoff
+
+log = logging.getLogger("marketdata.ingest.publisher")
+
+
+class _Segment:
+    """One future stream entry: ticks, then the coverage mark vouching for them, and gap records."""
+    __slots__ = ("ticks", "coverage", "gaps")
+
+    def __init__(self) -> None:
+        self.ticks: list[Tick] = []
+        self.coverage: tuple[int, int, str] | None = None
+        self.gaps: list[Gap] = []
+
+
+class Publisher:
+    def __init__(self, redis: aioredis.Redis, *, flush_ms: float = 5.0, flush_ticks: int = 5000,
+                 max_queued: int = 500_000):
+        self.redis = redis
+        self.flush_s = flush_ms / 1000.0
+        self.flush_ticks = flush_ticks
+        self.max_queued = max_queued
+        self._pending: dict[tuple[str, str], list[_Segment]] = {}
+        self._queued = 0
+        self._wake = asyncio.Event()
+        self._room = asyncio.Event()
+        self._room.set()
+        self._known_streams: set[str] = set()
+        self.published_ticks = 0
+        self.published_entries = 0
+        self.failures = 0
+        self.last_error = ""
+        # Called at flush time for each stream flushed: the sequence state to store after the entry.
+        self.state_provider: Callable[[str, str], dict | None] | None = None
+
+    @property
+    def queued(self) -> int:
+        return self._queued
+
+    def _last(self, exchange: str, symbol: str) -> _Segment:
+        segs = self._pending.get((exchange, symbol))
+        if segs is None:
+            segs = self._pending[(exchange, symbol)] = [_Segment()]
+        return segs[-1]
+
+    async def put(self, tick: Tick) -> None:
+        while self._queued >= self.max_queued:
+            self._room.clear()
+            self._wake.set()
+            await self._room.wait()
+        self.put_nowait(tick)
+
+    def put_nowait(self, tick: Tick) -> None:
+        segs = self._pending.get((tick.exchange, tick.symbol))
+        if segs is None:
+            segs = self._pending[(tick.exchange, tick.symbol)] = [_Segment()]
+        segs[-1].ticks.append(tick)
+        self._queued += 1
+        if self._queued >= self.flush_ticks:
+            self._wake.set()
+
+    def put_coverage(self, exchange: str, symbol: str, from_us: int, to_us: int, source: str = "ws") -> None:
+        """Vouch for [from_us, to_us]; it goes out after every tick queued before it."""
+        seg = self._last(exchange, symbol)
+        if seg.coverage is None:
+            seg.coverage = (from_us, to_us, source)
+        elif seg.coverage[1] + 1 >= from_us and seg.coverage[2] == source:
+            seg.coverage = (seg.coverage[0], max(seg.coverage[1], to_us), source)
+        else:
+            nxt = _Segment()
+            nxt.coverage = (from_us, to_us, source)
+            self._pending[(exchange, symbol)].append(nxt)
+
+    def put_gap(self, gap: Gap) -> None:
+        self._last(gap.exchange, gap.symbol).gaps.append(gap)
+        self._wake.set()
+
+    def request_flush(self) -> None:
+        self._wake.set()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Flush loop; after `stop` it flushes what is left (retrying while Redis is down) and returns."""
+        backoff = Backoff(base=0.1, cap=5.0)
+        while True:
+            try:
+                await asyncio.wait_for(self._wake.wait(), timeout=self.flush_s)
+            except asyncio.TimeoutError:
+                pass
+            self._wake.clear()
+            if self._pending:
+                try:
+                    await self.flush()
+                    backoff.reset()
+                except (RedisError, OSError) as e:
+                    self.failures += 1
+                    self.last_error = f"{type(e).__name__}: {e}"
+                    delay = backoff.next_delay()
+                    log.warning("redis publish failed (%s); %d ticks kept, retrying in %.2fs",
+                                self.last_error, self._queued, delay)
+                    await asyncio.sleep(delay)
+                    continue
+            if stop.is_set() and not self._pending:
+                return
+
+    async def flush(self) -> None:
+        batch, self._pending = self._pending, {}
+        pipe = self.redis.pipeline(transaction=False)
+        new_streams = []
+        for (exchange, symbol), segs in batch.items():
+            key = stream_key(exchange, symbol)
+            if key not in self._known_streams:
+                new_streams.append(key)
+            for seg in segs:
+                if seg.ticks or seg.coverage or seg.gaps:
+                    pipe.xadd(key, encode_entry(exchange, symbol, seg.ticks, seg.coverage, seg.gaps))
+            state = self.state_provider(exchange, symbol) if self.state_provider else None
+            if state:
+                # Written after the entries: stored state never runs ahead of what was published.
+                pipe.hset(sequence_key(exchange, symbol), mapping=state)
+        if new_streams:
+            pipe.sadd(STREAMS_SET, *new_streams)
+        try:
+            await pipe.execute()
+        except BaseException:
+            # Keep the batch, in front of whatever was queued while the round trip was out.
+            for k, segs in self._pending.items():
+                batch.setdefault(k, []).extend(segs)
+            self._pending = batch
+            raise
+        self._known_streams.update(new_streams)
+        sent = sum(len(s.ticks) for segs in batch.values() for s in segs)
+        self._queued -= sent
+        self.published_ticks += sent
+        self.published_entries += sum(len(segs) for segs in batch.values())
+        if self._queued < self.max_queued:
+            self._room.set()

@@ -1,0 +1,269 @@
+"""Per-symbol trade sequence: which trade ids we have, where the holes are, and how far the
+tape is known complete (coverage).
+
+Rules (DESIGN.md, "Venues and connectors"):
+- where ids are consecutive, a jump is a hole [last+1, id-1];
+- after any (re)connect or restart, the span from the last trade before it is an open-ended hole
+  until a trade or a REST catch-up shows where it ends;
+- coverage advances only while there is no hole before it: up to 1 µs before the first hole's
+  preceding trade, or before the last trade (a trade sharing its timestamp may still come);
+  while idle, up to the venue clock estimated from the last venue timestamp plus local elapsed
+  time, less the venue's lateness allowance; never while disconnected;
+- a hole that cannot be repaired is skipped: coverage resumes after the trade that followed it,
+  so its minutes stay incomplete instead of being silently filled.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import orjson
+
+from ..clock import now_us
+from ..stream import Gap
+from ..tick import Tick
+
+
+@dataclass
+class Hole:
+    lo: int                       # first missing id
+    hi: int | None                # last missing id; None: open-ended (after a reconnect/restart)
+    before_ts: int                # ts of the trade before the hole
+    after_ts: int | None = None   # ts of the trade after it, once seen
+    found_by: str = "id_jump"
+    detected_us: int = 0
+    gap_id: str = ""
+    recovered: int = 0
+    dead: bool = False            # unrepairable: coverage skips it
+    first: int = 0                # lo when found (lo advances as the repair fills the hole)
+
+    def as_json(self) -> dict:
+        return {k: getattr(self, k) for k in ("lo", "hi", "before_ts", "after_ts", "found_by",
+                                                 "detected_us", "gap_id", "recovered", "dead", "first")}
+
+
+@dataclass
+class SymbolSequence:
+    exchange: str
+    symbol: str
+    venue_symbol: str
+    lateness_us: int = 2_000_000
+    last_id: int | None = None
+    last_ts: int = 0
+    covered_to: int | None = None
+    holes: list[Hole] = field(default_factory=list)
+    venue_ts: int = 0             # latest venue timestamp seen, and when (local µs)
+    venue_seen_at: int = 0
+    connected: bool = False
+    duplicates: int = 0
+    late: int = 0                 # trades arriving inside already-vouched time
+    gaps_found: int = 0
+    gaps_repaired: int = 0
+    gaps_unrepairable: int = 0
+
+    # --- trades -------------------------------------------------------------------------------
+
+    def accept(self, tick: Tick, tid: int, gaps_out: list[Gap]) -> bool:
+        """A trade from the WebSocket. True if it is new and must be published."""
+        ts = tick.ts_us
+        if ts > self.venue_ts:
+            self.venue_ts, self.venue_seen_at = ts, tick.recv_us
+        last = self.last_id
+        if last is None:
+            self.last_id, self.last_ts = tid, ts
+            if self.covered_to is None:
+                self.covered_to = ts          # coverage starts after the first trade we saw
+            return True
+        if tid == last + 1 and not self.holes:
+            self.last_id, self.last_ts = tid, ts
+            self._check_late(ts)
+            return True
+        if tid <= last:
+            return self._fill(tick, tid, gaps_out, "redundant")
+        # tid > last: it ends an open-ended hole, or opens a new one.
+        tail = self.holes[-1] if self.holes else None
+        if tail is not None and tail.hi is None:
+            tail.hi, tail.after_ts = tid - 1, ts
+            if tail.lo > tail.hi:
+                self.holes.pop()                  # nothing was missed across the reconnect
+        elif tid > last + 1:
+            self._open(Hole(last + 1, tid - 1, self.last_ts, ts, "id_jump"), gaps_out)
+        self.last_id, self.last_ts = tid, ts
+        self._check_late(ts)
+        return True
+
+    def _check_late(self, ts: int) -> None:
+        if self.covered_to is not None and ts <= self.covered_to:
+            self.late += 1
+
+    def _fill(self, tick: Tick, tid: int, gaps_out: list[Gap], how: str) -> bool:
+        for i, h in enumerate(self.holes):
+            if h.dead:
+                continue
+            hi = h.hi if h.hi is not None else self.last_id
+            if h.lo <= tid <= hi:
+                if tid == h.lo:
+                    h.lo += 1
+                    h.recovered += 1
+                    self._close_if_done(i, gaps_out, how)
+                    return True
+                # Inside but not at the front: keep it (published), the repair will pass over it.
+                h.recovered += 1
+                return True
+        self.duplicates += 1
+        return False
+
+    def _close_if_done(self, i: int, gaps_out: list[Gap], how: str) -> None:
+        h = self.holes[i]
+        if h.hi is not None and h.lo > h.hi:
+            self.holes.pop(i)
+            self.gaps_repaired += 1
+            gaps_out.append(self._gap(h, "repaired", how))
+
+    def _open(self, hole: Hole, gaps_out: list[Gap]) -> None:
+        hole.detected_us = now_us()
+        hole.first = hole.lo
+        hole.gap_id = f"{hole.found_by}:{hole.lo}:{hole.detected_us}"
+        self.holes.append(hole)
+        self.gaps_found += 1
+        if hole.hi is not None:
+            gaps_out.append(self._gap(hole, "open", ""))
+
+    def _gap(self, h: Hole, status: str, how: str, detail: str = "") -> Gap:
+        t = now_us()
+        hi = h.hi if h.hi is not None else h.lo - 1
+        return Gap(self.exchange, self.symbol, h.gap_id, h.before_ts, h.after_ts or h.before_ts,
+                   str(h.first), str(hi), h.found_by, status, how,
+                   h.recovered, h.detected_us, t, detail)
+
+    # --- connection events ----------------------------------------------------------------------
+
+    def on_disconnect(self, found_by: str = "reconnect") -> None:
+        """The link is gone: whatever trades it would have carried are an open-ended hole."""
+        self.connected = False
+        if self.last_id is None:
+            return
+        if self.holes and self.holes[-1].hi is None:
+            return
+        self._open(Hole(self.last_id + 1, None, self.last_ts, None, found_by), [])
+
+    def on_subscribed(self) -> None:
+        self.connected = True
+
+    # --- repair -----------------------------------------------------------------------------------
+
+    def next_repair(self) -> Hole | None:
+        for h in self.holes:
+            if not h.dead:
+                return h
+        return None
+
+    def apply_repair(self, hole: Hole, ticks: list[Tick], page_full: bool, gaps_out: list[Gap],
+                     how: str = "rest_by_id") -> list[Tick]:
+        """One page of REST trades (ascending ids, from `hole.lo`) for `hole`. Returns the trades to
+        publish. The hole closes when its last id arrived; a page that skips ids, or ends short of the
+        hole, means the venue cannot give them back (unrepairable). For an open-ended hole a short
+        page means the catch-up reached the head of the tape: nothing more was missed."""
+        out: list[Tick] = []
+        for t in ticks:
+            tid = int(t.trade_id)
+            if tid < hole.lo:
+                continue
+            if hole.hi is not None and tid > hole.hi:
+                break
+            if tid > hole.lo:
+                if hole.hi is None:
+                    # Ids lo..tid-1 do not exist at the venue; the catch-up goes on from tid.
+                    lost = Hole(hole.lo, tid - 1, self.last_ts, t.ts_us, hole.found_by)
+                    self._open(lost, gaps_out)
+                    self.holes.remove(lost)            # it precedes the open hole
+                    self.holes.insert(self.holes.index(hole), lost)
+                    self.mark_unrepairable(lost, gaps_out, "venue history skips these ids")
+                    hole.lo = tid
+                else:
+                    break
+            out.append(t)
+            hole.lo = tid + 1
+            hole.recovered += 1
+            if self.last_id is None or tid > self.last_id:
+                # The catch-up ran ahead of the WebSocket.
+                self.last_id, self.last_ts = tid, t.ts_us
+                hole.before_ts = t.ts_us
+                if t.ts_us > self.venue_ts:
+                    self.venue_ts, self.venue_seen_at = t.ts_us, t.recv_us
+        if hole not in self.holes:
+            return out
+        i = self.holes.index(hole)
+        if hole.hi is None:
+            if not page_full:
+                self.holes.pop(i)
+                if hole.recovered:
+                    hole.hi, hole.after_ts = hole.lo - 1, self.last_ts
+                    self.gaps_repaired += 1
+                    gaps_out.append(self._gap(hole, "repaired", how))
+            return out
+        if hole.lo > hole.hi:
+            self._close_if_done(i, gaps_out, how)
+        elif not page_full or not out:
+            self.mark_unrepairable(hole, gaps_out, "venue history does not return the missing ids")
+        return out
+
+    def mark_unrepairable(self, hole: Hole, gaps_out: list[Gap], detail: str) -> None:
+        if hole.hi is None:
+            # Open-ended: we cannot know its end until a trade arrives; coverage stays frozen.
+            return
+        hole.dead = True
+        self.gaps_unrepairable += 1
+        gaps_out.append(self._gap(hole, "unrepairable", "", detail))
+
+    # --- coverage ----------------------------------------------------------------------------------
+
+    def coverage_bound(self, now: int) -> int | None:
+        if self.covered_to is None:
+            return None
+        if self.holes:
+            return self.holes[0].before_ts - 1
+        bound = self.last_ts - 1
+        if self.connected and self.venue_seen_at:
+            est = self.venue_ts + (now - self.venue_seen_at) - self.lateness_us
+            if est > bound:
+                bound = est
+        return bound
+
+    def advance_coverage(self, now: int) -> list[tuple[int, int]]:
+        """Coverage spans to publish now, in order; skips dead holes."""
+        spans = []
+        while self.covered_to is not None:
+            bound = self.coverage_bound(now)
+            if bound is not None and bound > self.covered_to:
+                spans.append((self.covered_to + 1, bound))
+                self.covered_to = bound
+            if self.holes and self.holes[0].dead and self.holes[0].after_ts is not None \
+                    and self.covered_to >= self.holes[0].before_ts - 1:
+                h = self.holes.pop(0)
+                self.covered_to = max(self.covered_to, h.after_ts)
+                continue
+            break
+        return spans
+
+    # --- persistence -------------------------------------------------------------------------------
+
+    def state(self) -> dict:
+        return {"last_id": "" if self.last_id is None else str(self.last_id), "last_ts": str(self.last_ts),
+                "covered_to": "" if self.covered_to is None else str(self.covered_to),
+                "holes": orjson.dumps([h.as_json() for h in self.holes])}
+
+    def restore(self, raw: dict) -> None:
+        """Resume from stored state: what was missing stays missing, and the time we were away is a hole."""
+        st = {(k.decode() if isinstance(k, bytes) else k): (v.decode() if isinstance(v, bytes) else v)
+              for k, v in raw.items()}
+        if st.get("last_id"):
+            self.last_id = int(st["last_id"])
+            self.last_ts = int(st.get("last_ts") or 0)
+        if st.get("covered_to"):
+            self.covered_to = int(st["covered_to"])
+        if st.get("holes"):
+            self.holes = [Hole(**h) for h in orjson.loads(st["holes"])]
+        # The time we were away is an open-ended hole (unless one from before is still open).
+        if self.last_id is not None and not (self.holes and self.holes[-1].hi is None):
+            self._open(Hole(self.last_id + 1, None, self.last_ts, None, "restart"), [])

@@ -1,0 +1,52 @@
+"""Where things are: the data dir and the Redis and ClickHouse the platform talks to.
+
+Everything comes from the environment, so the same code runs on the embedded default and on real
+deployments:
+
+    MARKETDATA_HOME             data dir (default ./.marketdata)
+    MARKETDATA_REDIS_URL        any Redis (7.x, 8.x); unset -> the embedded redis-server of this data dir
+    MARKETDATA_CLICKHOUSE_URL   http(s)://user@host:port/db for a server; unset -> chdb://<data dir>/clickhouse
+    MARKETDATA_REDIS_PASSWORD, MARKETDATA_CLICKHOUSE_PASSWORD   secrets, never logged
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+CLICKHOUSE_DATABASE = "marketdata"
+
+
+def data_dir() -> Path:
+    d = Path(os.environ.get("MARKETDATA_HOME") or ".marketdata").expanduser().resolve()
+    d.mkdir(parents=True, exist_ok=True)
+    return d
+
+
+def embedded_redis_dir() -> Path:
+    return data_dir() / "redis"
+
+
+def redis_url() -> str:
+    url = os.environ.get("MARKETDATA_REDIS_URL")
+    if url:
+        return url
+    url_file = embedded_redis_dir() / "url"
+    if url_file.exists():
+        return url_file.read_text().strip()
+    raise RuntimeError(
+        "no Redis configured: set MARKETDATA_REDIS_URL=redis://host:port/0, or start the embedded one "
+        f"with `marketdata up` (data dir {data_dir()})")
+
+
+def clickhouse_url() -> str:
+    return os.environ.get("MARKETDATA_CLICKHOUSE_URL") or f"chdb://{data_dir() / 'clickhouse'}"
+
+
+_SECRET_IN_URL = re.compile(r"(//[^:/@]*:)([^@]*)(@)")
+
+
+def redact(url: str) -> str:
+    """A URL safe to log: any password replaced by ***."""
+    return _SECRET_IN_URL.sub(r"\1***\3", url)

@@ -1,0 +1,231 @@
+"""`marketdata up`: start and supervise the local platform.
+
+Embedded Redis (unless MARKETDATA_REDIS_URL is set), the ClickHouse schema, the venue simulator
+(for venues configured on it), one ingest process per venue, the persist worker(s), and
+Dagster's webserver and daemon. A process that dies is restarted with capped, jittered backoff;
+one that exits with status 2 (a config error) stops the platform with its message, since
+restarting cannot fix it. Ctrl-C or SIGTERM stops everything, by PID, in reverse order.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import orjson
+
+from . import settings
+from .config import Config, ConfigError, load_config, simulator_endpoints_file
+from .ingest.backoff import Backoff
+from .storage.clickhouse import ClickHouse
+from .storage.migrate import migrate
+from .storage.redis import EmbeddedRedis, free_port
+
+log = logging.getLogger("marketdata.up")
+REPO = Path(__file__).resolve().parents[1]
+
+
+@dataclass
+class Child:
+    name: str
+    argv: list[str]
+    env: dict
+    log_path: Path
+    critical: bool = True
+    proc: subprocess.Popen | None = None
+    backoff: Backoff = field(default_factory=lambda: Backoff(base=1.0, cap=60.0))
+    restart_at: float = 0.0
+    started_at: float = 0.0
+    restarts: int = 0
+
+    def start(self) -> None:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        logf = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(self.argv, env=self.env, stdout=logf, stderr=subprocess.STDOUT,
+                                     stdin=subprocess.DEVNULL, start_new_session=True, cwd=str(REPO))
+        logf.close()
+        self.started_at = time.monotonic()
+        log.info("started %s (pid %d), log %s", self.name, self.proc.pid, self.log_path)
+
+    def stop(self, timeout: float = 15.0) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        try:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            return
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            log.warning("%s (pid %d) did not stop in %.0fs; killing", self.name, self.proc.pid, timeout)
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+
+
+class Platform:
+    def __init__(self, config_path: str | None, *, dagster: bool = True, dagster_port: int = 3000,
+                 simulator: bool = True):
+        self.config_path = config_path
+        self.with_dagster = dagster
+        self.dagster_port = dagster_port
+        self.with_simulator = simulator
+        self.redis: EmbeddedRedis | None = None
+        self.children: list[Child] = []
+        self.stop_event = threading.Event()
+        self.exit_code = 0
+
+    def _env(self) -> dict:
+        env = dict(os.environ)
+        env["MARKETDATA_HOME"] = str(settings.data_dir())
+        if self.config_path:
+            env["MARKETDATA_CONFIG"] = str(Path(self.config_path).resolve())
+        env["MARKETDATA_REDIS_URL"] = os.environ.get("MARKETDATA_REDIS_URL") or self.redis.url
+        env["DAGSTER_HOME"] = str(settings.data_dir() / "dagster")
+        env.setdefault("PYTHONUNBUFFERED", "1")
+        return env
+
+    def _cmd(self, *args: str) -> list[str]:
+        return [sys.executable, "-m", "marketdata.cli", *args]
+
+    def start(self) -> None:
+        data = settings.data_dir()
+        logs = data / "logs"
+        cfg: Config = load_config(self.config_path, resolve_endpoints=False)
+        if not os.environ.get("MARKETDATA_REDIS_URL"):
+            self.redis = EmbeddedRedis().start()
+            log.info("embedded redis-server on %s (data %s)", self.redis.url, self.redis.dir)
+        env = self._env()
+        ch = ClickHouse()
+        migrate(ch)
+        log.info("ClickHouse schema applied (%s)", ch)
+        sim_venues = [v.name for v in cfg.venues.values() if v.endpoints == "simulator" and not v.ws_url]
+        if sim_venues and self.with_simulator:
+            eps = simulator_endpoints_file()
+            eps.unlink(missing_ok=True)
+            symbols = sorted({s for n in sim_venues for s in cfg.venues[n].symbols})
+            sc = cfg.simulator
+            argv = self._cmd("simulate", "--venues", ",".join(sim_venues), "--symbols", ",".join(symbols),
+                             "--rate", str(sc.rate), "--seed", str(sc.seed), "--speed", str(sc.speed),
+                             "--ping-interval", str(sc.ping_interval), "--pong-timeout", str(sc.pong_timeout),
+                             "--endpoints-file", str(eps),
+                             "--ground-truth", str(data / "simulator" / "ground_truth.csv"))
+            if sc.start:
+                argv += ["--start", sc.start]
+            sim = Child("simulator", argv, env, logs / "simulator.log")
+            sim.start()
+            self.children.append(sim)
+            deadline = time.monotonic() + 30
+            while not eps.exists():
+                if sim.proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"the simulator did not start; see {sim.log_path}")
+                time.sleep(0.1)
+        # Resolve endpoints now so a config mistake fails here, before any process starts.
+        load_config(self.config_path)
+        for _ in range(cfg.persist.workers):
+            n = len([c for c in self.children if c.name.startswith("persist")])
+            self.children.append(Child(f"persist-{n}", self._cmd("persist", "--consumer", f"up-{n}"),
+                                       env, logs / f"persist-{n}.log"))
+            self.children[-1].start()
+        for name in cfg.venues:
+            c = Child(f"ingest-{name}", self._cmd("ingest", "--venue", name), env, logs / f"ingest-{name}.log")
+            c.start()
+            self.children.append(c)
+        if self.with_dagster:
+            dhome = Path(env["DAGSTER_HOME"])
+            dhome.mkdir(parents=True, exist_ok=True)
+            shutil.copy(REPO / "dagster.yaml", dhome / "dagster.yaml")
+            bin_dir = Path(sys.executable).parent
+            ws = str(REPO / "workspace.yaml")
+            port = self.dagster_port if _port_free(self.dagster_port) else free_port()
+            self.children.append(Child("dagster-webserver", [str(bin_dir / "dagster-webserver"), "-w", ws,
+                                                             "-h", "127.0.0.1", "-p", str(port)],
+                                       env, logs / "dagster-webserver.log"))
+            self.children.append(Child("dagster-daemon", [str(bin_dir / "dagster-daemon"), "run", "-w", ws],
+                                       env, logs / "dagster-daemon.log"))
+            for c in self.children[-2:]:
+                c.start()
+            print(f"Dagster UI: http://127.0.0.1:{port}", flush=True)
+        print(f"marketdata is up: {len(cfg.venues)} venue(s) {', '.join(cfg.venues)}; logs in {logs}; "
+              f"`marketdata tail {next(iter(cfg.venues))}:{next(iter(cfg.venues.values())).symbols[0]}` "
+              "shows ticks; Ctrl-C stops everything.", flush=True)
+
+    def supervise(self) -> None:
+        while not self.stop_event.wait(0.5):
+            for c in self.children:
+                if c.proc is None:
+                    if time.monotonic() >= c.restart_at:
+                        c.start()
+                    continue
+                rc = c.proc.poll()
+                if rc is None:
+                    if time.monotonic() - c.started_at > 120:
+                        c.backoff.reset()
+                    continue
+                if rc == 2:
+                    print(f"{c.name} exited with a config error; see {c.log_path}:\n"
+                          + _tail(c.log_path), file=sys.stderr, flush=True)
+                    self.exit_code = 2
+                    self.stop_event.set()
+                    break
+                delay = c.backoff.next_delay()
+                c.restarts += 1
+                log.warning("%s (pid %d) exited with %s; restart %d in %.1fs", c.name, c.proc.pid, rc,
+                            c.restarts, delay)
+                c.proc = None
+                c.restart_at = time.monotonic() + delay
+
+    def stop(self) -> None:
+        # Reverse order: Dagster and connectors first, persist after them (it drains), Redis last.
+        for c in reversed(self.children):
+            if c.name.startswith("persist"):
+                continue
+            c.stop()
+        for c in self.children:
+            if c.name.startswith("persist"):
+                c.stop()
+        if self.redis:
+            self.redis.stop()
+        log.info("all processes stopped")
+
+
+def _port_free(port: int) -> bool:
+    import socket
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+            return True
+        except OSError:
+            return False
+
+
+def _tail(path: Path, n: int = 20) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-n:])
+    except OSError:
+        return ""
+
+
+def up(config_path: str | None, *, dagster: bool = True, dagster_port: int = 3000) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    p = Platform(config_path, dagster=dagster, dagster_port=dagster_port)
+    prev = {s: signal.signal(s, lambda *_: p.stop_event.set()) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        try:
+            p.start()
+        except ConfigError as e:
+            print(f"marketdata up: config error: {e}", file=sys.stderr)
+            return 2
+        p.supervise()
+    finally:
+        p.stop()
+        for s, h in prev.items():
+            signal.signal(s, h)
+    return p.exit_code

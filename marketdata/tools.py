@@ -1,0 +1,81 @@
+"""Small operator tools: `tail` (stream entries as ticks) and `decode` (raw frames -> ticks)."""
+
+from __future__ import annotations
+
+import sys
+from typing import IO
+
+import orjson
+
+from . import venues as venue_registry
+from .clock import now_us
+from .storage.redis import client
+from .stream import decode_entry, stream_key
+from .venues.base import MalformedFrame, UnknownSymbol, VenueError
+from .tick import Tick
+
+
+def tail(target: str, *, from_start: bool = False, count: int | None = None, out: IO = sys.stdout,
+         block_ms: int = 1000, redis_url: str | None = None) -> int:
+    """Print ticks (and coverage marks and gaps, as JSON lines) of EXCHANGE:SYMBOL as they arrive."""
+    exchange, sep, symbol = target.partition(":")
+    if not sep or not exchange or not symbol:
+        raise SystemExit("tail: expected EXCHANGE:SYMBOL, e.g. binance:BTC-USDT")
+    r = client(redis_url)
+    key = stream_key(exchange, symbol)
+    last = "0-0" if from_start else "$"
+    printed = 0
+    while count is None or printed < count:
+        resp = r.xread({key: last}, block=block_ms, count=100)
+        for _, entries in resp or []:
+            for eid, fields in entries:
+                last = eid
+                e = decode_entry(fields)
+                for t in e.ticks:
+                    out.write(orjson.dumps(t.as_dict()).decode() + "\n")
+                    printed += 1
+                if e.coverage:
+                    out.write(orjson.dumps({"coverage": [e.coverage.from_us, e.coverage.to_us],
+                                            "exchange": exchange, "symbol": symbol}).decode() + "\n")
+                for g in e.gaps:
+                    out.write(orjson.dumps({"gap": g.as_dict()}).decode() + "\n")
+                out.flush()
+                if count is not None and printed >= count:
+                    return 0
+    return 0
+
+
+def decode(venue: str, symbols: list[str], inp: IO = sys.stdin, out: IO = sys.stdout,
+           err: IO = sys.stderr, options: dict | None = None) -> dict:
+    """Read raw frames (one per line, as received) and print canonical ticks as JSON lines, with the
+    connector's own parser. Returns counts of ticks, malformed frames and unknown symbols."""
+    mod = venue_registry.get(venue)
+    options = options or {}
+    parser = mod.Parser({mod.to_venue_symbol(s): s for s in symbols}, options)
+    counts = {"frames": 0, "ticks": 0, "malformed": 0, "unknown_symbol": 0, "other": 0}
+    for line in inp:
+        line = line.rstrip("\r\n")
+        if not line:
+            continue
+        counts["frames"] += 1
+        try:
+            events = parser.parse(line, now_us())
+        except MalformedFrame as e:
+            counts["malformed"] += 1
+            err.write(f"{venue}: malformed frame {counts['frames']}: {e}\n")
+            continue
+        for ev in events:
+            if isinstance(ev, Tick):
+                out.write(orjson.dumps(ev.as_dict()).decode() + "\n")
+                counts["ticks"] += 1
+            elif isinstance(ev, UnknownSymbol):
+                counts["unknown_symbol"] += 1
+                err.write(f"{venue}: unknown symbol {ev.venue_symbol!r} in frame {counts['frames']} "
+                          f"(known: {', '.join(symbols) or 'none; pass --symbols'})\n")
+            elif isinstance(ev, VenueError):
+                counts["other"] += 1
+                err.write(f"{venue}: venue error {ev.code}: {ev.message}\n")
+            else:
+                counts["other"] += 1
+    out.flush()
+    return counts

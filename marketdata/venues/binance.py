@@ -1,0 +1,196 @@
+"""Binance spot: trades over `<sym>@trade` (default) or `<sym>@aggTrade`.
+
+Facts this module encodes (see shared/reference/venues-*.md §1):
+- one trade per frame; combined streams wrap it as {"stream": ..., "data": ...};
+- `m` is "buyer is maker", so m=true means the taker SOLD;
+- trade ids `t` are per symbol and +1 per trade, so a jump is a gap; aggTrade ids `a` are +1 per
+  aggregate and cover trade ids f..l;
+- the server pings every 20 s and drops a client that has not ponged within 60 s (the websockets
+  library answers pings); the connection lives at most 24 h;
+- REST `historicalTrades?fromId=` (<=1000) repairs by id; `aggTrades?fromId=` for aggTrade.
+- Symbols: BTCUSDT on REST and in payloads, btcusdt in stream names; base/quote only from
+  exchangeInfo, never by splitting the string.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterable
+
+import orjson
+
+from ..tick import Tick
+from .base import Ack, HttpRequest, Ignored, Instrument, MalformedFrame, Reconnect, UnknownSymbol, VenueError
+
+NAME = "binance"
+LIVE_WS_URL = "wss://stream.binance.com:9443"
+LIVE_REST_URL = "https://api.binance.com"
+
+IDLE_TIMEOUT = 30.0         # s without any frame (trades or pings) before we call the link dead
+MAX_LIFETIME = 23.5 * 3600  # reconnect on our terms before the venue's 24 h cut
+SEQUENTIAL_IDS = True       # trade ids are +1 per trade: a jump is a gap
+REPAIR_PAGE = 1000
+MAX_STREAMS_PER_CONNECTION = 1024
+# How late a trade may arrive after its venue timestamp: bounds what we vouch for while idle.
+LATENESS_US = 2_000_000
+
+OPTIONS = {"trade_stream": ("trade", "aggTrade")}
+
+
+def validate_options(options: dict) -> None:
+    unknown = set(options) - set(OPTIONS)
+    if unknown:
+        raise ValueError(f"unknown option(s) {sorted(unknown)}; valid: {sorted(OPTIONS)}")
+    ts = options.get("trade_stream", "trade")
+    if ts not in OPTIONS["trade_stream"]:
+        raise ValueError(f"trade_stream must be one of {OPTIONS['trade_stream']}, not {ts!r}")
+
+
+# --- instruments ---------------------------------------------------------------------------
+
+def instruments_request() -> HttpRequest:
+    return HttpRequest("GET", "/api/v3/exchangeInfo", weight=20)
+
+
+def parse_instruments(body: Any) -> list[Instrument]:
+    out = []
+    for s in body.get("symbols", []):
+        out.append(Instrument(venue_symbol=s["symbol"], symbol=f"{s['baseAsset']}-{s['quoteAsset']}",
+                              status=s.get("status", "")))
+    return [i for i in out if i.status == "TRADING"]
+
+
+# --- websocket -----------------------------------------------------------------------------
+
+def stream_names(venue_symbols: Iterable[str], options: dict) -> list[str]:
+    kind = options.get("trade_stream", "trade")
+    return [f"{vs.lower()}@{kind}" for vs in venue_symbols]
+
+
+def connect_url(base: str, venue_symbols: list[str], options: dict) -> str:
+    # Combined endpoint, subscribed by message after connect (so the ack confirms each stream).
+    return base.rstrip("/") + "/stream"
+
+
+def subscribe_messages(venue_symbols: list[str], options: dict, first_id: int = 1) -> list[tuple[int, str]]:
+    """SUBSCRIBE in bulk: the venue allows 5 inbound messages/s, so one message per 200 streams."""
+    names = stream_names(venue_symbols, options)
+    out = []
+    for i in range(0, len(names), 200):
+        rid = first_id + len(out)
+        out.append((rid, orjson.dumps({"method": "SUBSCRIBE", "params": names[i:i + 200], "id": rid}).decode()))
+    return out
+
+
+def keepalive_message() -> str | None:
+    """Binance keeps the link alive with WebSocket ping frames, answered by the library."""
+    return None
+
+
+class Parser:
+    """Frame -> events for one connection. `symbols` maps venue symbol (BTCUSDT) to canonical."""
+
+    __slots__ = ("symbols", "exchange", "agg")
+
+    def __init__(self, symbols: dict[str, str], options: dict):
+        self.symbols = symbols
+        self.exchange = NAME
+        self.agg = options.get("trade_stream", "trade") == "aggTrade"
+
+    def parse(self, frame: str | bytes, recv_us: int) -> list:
+        try:
+            msg = orjson.loads(frame)
+        except orjson.JSONDecodeError as e:
+            raise MalformedFrame(f"invalid JSON: {e}") from None
+        if not isinstance(msg, dict):
+            raise MalformedFrame("frame is not a JSON object")
+        data = msg.get("data", msg) if "stream" in msg else msg
+        if not isinstance(data, dict):
+            raise MalformedFrame("data is not a JSON object")
+        e = data.get("e")
+        try:
+            if e == "trade":
+                vs = data["s"]
+                sym = self.symbols.get(vs)
+                if sym is None:
+                    return [UnknownSymbol(vs)]
+                return [Tick(NAME, sym, data["T"] * 1000, p := data["p"], p, p, p, data["q"], 1,
+                             "sell" if data["m"] else "buy", str(data["t"]), recv_us)]
+            if e == "aggTrade":
+                vs = data["s"]
+                sym = self.symbols.get(vs)
+                if sym is None:
+                    return [UnknownSymbol(vs)]
+                first, last = data["f"], data["l"]
+                return [Tick(NAME, sym, data["T"] * 1000, p := data["p"], p, p, p, data["q"],
+                             last - first + 1, "sell" if data["m"] else "buy", str(data["a"]), recv_us)]
+        except (KeyError, TypeError) as ex:
+            raise MalformedFrame(f"{e} frame lacks or mistypes field {ex}") from None
+        if e == "serverShutdown":
+            return [Reconnect("serverShutdown")]
+        if "result" in msg and "id" in msg:
+            return [Ack(msg["id"])]
+        if "code" in msg and "msg" in msg:
+            return [VenueError(msg["code"], str(msg["msg"]), msg.get("id"))]
+        if e is None:
+            raise MalformedFrame("frame has no event type")
+        return [Ignored(str(e))]
+
+
+# --- REST repair ---------------------------------------------------------------------------
+
+def trade_id_int(trade_id: str) -> int:
+    return int(trade_id)
+
+
+def history_by_id_request(venue_symbol: str, from_id: int, options: dict) -> HttpRequest:
+    if options.get("trade_stream", "trade") == "aggTrade":
+        return HttpRequest("GET", "/api/v3/aggTrades",
+                           {"symbol": venue_symbol, "fromId": from_id, "limit": REPAIR_PAGE}, weight=4)
+    return HttpRequest("GET", "/api/v3/historicalTrades",
+                       {"symbol": venue_symbol, "fromId": from_id, "limit": REPAIR_PAGE}, weight=25)
+
+
+def parse_history(body: Any, symbol: str, recv_us: int, options: dict) -> list[Tick]:
+    """REST trades (ascending by id) as ticks with source 'rest'."""
+    if not isinstance(body, list):
+        raise MalformedFrame(f"history response is not a list: {str(body)[:200]}")
+    out = []
+    if options.get("trade_stream", "trade") == "aggTrade":
+        for r in body:
+            p = r["p"]
+            out.append(Tick(NAME, symbol, r["T"] * 1000, p, p, p, p, r["q"], r["l"] - r["f"] + 1,
+                            "sell" if r["m"] else "buy", str(r["a"]), recv_us, "rest"))
+    else:
+        for r in body:
+            p = r["price"]
+            out.append(Tick(NAME, symbol, r["time"] * 1000, p, p, p, p, r["qty"], 1,
+                            "sell" if r["isBuyerMaker"] else "buy", str(r["id"]), recv_us, "rest"))
+    return out
+
+
+def retry_after(status: int, headers: dict) -> float | None:
+    """Seconds to wait before the next REST call, when the venue says so (429/418)."""
+    if status in (429, 418):
+        try:
+            return float(headers.get("retry-after") or headers.get("Retry-After") or 1.0)
+        except ValueError:
+            return 1.0
+    return None
+
+
+# --- candles (reconciliation) ----------------------------------------------------------------
+
+def candles_request(venue_symbol: str, start_ms: int, end_ms: int) -> HttpRequest:
+    return HttpRequest("GET", "/api/v3/klines", {"symbol": venue_symbol, "interval": "1m",
+                                                 "startTime": start_ms, "endTime": end_ms, "limit": 1000}, weight=2)
+
+
+def parse_candles(body: Any) -> list[dict]:
+    return [{"minute_us": r[0] * 1000, "open": r[1], "high": r[2], "low": r[3], "close": r[4],
+             "volume": r[5], "trade_count": int(r[8])} for r in body]
+
+
+def to_venue_symbol(symbol: str) -> str:
+    """Canonical -> venue spelling (BTC-USDT -> BTCUSDT). Safe in this direction; the reverse
+    needs exchangeInfo."""
+    return symbol.replace("-", "")
