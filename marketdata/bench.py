@@ -121,8 +121,8 @@ def run_bench(venues: list[str], rate: float, duration: float, symbols_per_venue
     try:
         eps_file = work / "endpoints.json"
         procs["simulator"] = _proc(["simulate", "--venues", ",".join(venues), "--symbols", ",".join(symbols),
-                                    "--rate", str(rate), "--seed", str(seed), "--ground-truth", str(gt),
-                                    "--endpoints-file", str(eps_file)], env, logs / "simulator.log")
+                                    "--rate", str(rate / len(venues)), "--seed", str(seed), "--ground-truth", str(gt),
+                                    "--endpoints-file", str(eps_file), "--paused"], env, logs / "simulator.log")
         deadline = time.monotonic() + 30
         while not eps_file.exists():
             if time.monotonic() > deadline or procs["simulator"].poll() is not None:
@@ -130,8 +130,6 @@ def run_bench(venues: list[str], rate: float, duration: float, symbols_per_venue
             time.sleep(0.05)
         time.sleep(0.05)
         eps = orjson.loads(eps_file.read_bytes())
-        for v in venues:
-            httpx.post(eps[v]["rest"] + "/_sim/pause", json={}, timeout=10).raise_for_status()
         cfg = {"venues": {v: {"symbols": symbols, "ws_url": eps[v]["ws"], "rest_url": eps[v]["rest"]}
                           for v in venues}}
         (work / "bench.yaml").write_text(yaml.safe_dump(cfg))

@@ -33,13 +33,13 @@ def main(argv: list[str] | None = None) -> int:
         from .supervisor import up
         return up(a.config, dagster=not a.no_dagster, dagster_port=a.dagster_port)
     if cmd == "simulate":
-        from .simulator.__main__ import main as sim_main
+        from .simulator.cli import main as sim_main
         return sim_main(rest) or 0
     if cmd == "ingest":
         from .ingest.runner import main as ingest_main
         return ingest_main(rest)
     if cmd == "persist":
-        from .persist.__main__ import main as persist_main
+        from .persist import main as persist_main
         return persist_main(rest) or 0
     if cmd == "tail":
         ap = argparse.ArgumentParser(prog="marketdata tail")
