@@ -28,6 +28,7 @@ import psutil
 import yaml
 
 from .clock import now_us
+from .procs import default_signals
 from .storage.clickhouse import ClickHouse
 from .storage.migrate import migrate
 from .storage.redis import EmbeddedRedis, client
@@ -77,7 +78,8 @@ class _RedisLatencyProbe(threading.Thread):
 def _proc(args: list[str], env: dict, log: Path) -> subprocess.Popen:
     f = open(log, "ab")
     p = subprocess.Popen([sys.executable, "-m", "marketdata.cli", *args], env=env, stdout=f,
-                         stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+                         stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+                         preexec_fn=default_signals)
     f.close()
     return p
 

@@ -25,6 +25,7 @@ import orjson
 from . import settings
 from .config import Config, ConfigError, load_config, simulator_endpoints_file
 from .ingest.backoff import Backoff
+from .procs import default_signals
 from .storage.clickhouse import ClickHouse
 from .storage.migrate import migrate
 from .storage.redis import EmbeddedRedis, free_port
@@ -50,7 +51,8 @@ class Child:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         logf = open(self.log_path, "ab")
         self.proc = subprocess.Popen(self.argv, env=self.env, stdout=logf, stderr=subprocess.STDOUT,
-                                     stdin=subprocess.DEVNULL, start_new_session=True, cwd=str(REPO))
+                                     stdin=subprocess.DEVNULL, start_new_session=True, cwd=str(REPO),
+                                     preexec_fn=default_signals)
         logf.close()
         self.started_at = time.monotonic()
         log.info("started %s (pid %d), log %s", self.name, self.proc.pid, self.log_path)

@@ -15,6 +15,8 @@ import httpx
 import orjson
 import yaml
 
+from marketdata.procs import default_signals
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -41,7 +43,7 @@ class Proc:
         self._log = open(self.log_path, "ab")
         self.proc = subprocess.Popen([sys.executable, "-m", "marketdata.cli", *args], env=env, cwd=str(REPO),
                                      stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                     start_new_session=True)
+                                     start_new_session=True, preexec_fn=default_signals)
 
     @property
     def pid(self) -> int:

@@ -17,6 +17,7 @@ from pathlib import Path
 import redis
 
 from .. import settings
+from ..procs import default_signals
 
 
 def client(url: str | None = None, **kw) -> redis.Redis:
@@ -82,7 +83,8 @@ class EmbeddedRedis:
         if password:
             args += ["--requirepass", password]
         self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.PIPE, start_new_session=True)
+                                     stderr=subprocess.PIPE, start_new_session=True,
+                                     preexec_fn=default_signals)
         r = client(self.url, socket_connect_timeout=0.5)
         deadline = time.monotonic() + timeout
         while True:
