@@ -1,0 +1,37 @@
+"""Partitions shared by every hourly asset and check.
+
+``MARKETDATA_BARS_START`` (default 2026-01-01-00:00, format YYYY-MM-DD-HH:MM, UTC) is the first
+hour; ``end_offset=0`` exposes closed hours only (the hour in progress is never a partition).
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import datetime, timezone
+
+import dagster as dg
+
+from ..clock import US_PER_HOUR
+
+DEFAULT_BARS_START = "2026-01-01-00:00"
+HOUR_KEY_FORMAT = "%Y-%m-%d-%H:%M"
+
+hourly_partitions = dg.HourlyPartitionsDefinition(
+    start_date=os.environ.get("MARKETDATA_BARS_START") or DEFAULT_BARS_START,
+    timezone="UTC",
+    end_offset=0,
+)
+
+
+def time_window_us(window: dg.TimeWindow) -> tuple[int, int]:
+    """A partition time window as [start_us, end_us) integer microseconds UTC."""
+    start = int(window.start.timestamp()) * 1_000_000
+    end = int(window.end.timestamp()) * 1_000_000
+    if start % US_PER_HOUR or end % US_PER_HOUR:
+        raise ValueError(f"partition window {window} is not hour-aligned")
+    return start, end
+
+
+def hour_key(ts_us: int) -> str:
+    """µs -> the hourly partition key containing it, e.g. '2026-01-01-03:00'."""
+    return datetime.fromtimestamp(ts_us // US_PER_HOUR * 3600, tz=timezone.utc).strftime(HOUR_KEY_FORMAT)
