@@ -83,6 +83,7 @@ class Platform:
         self.children: list[Child] = []
         self.stop_event = threading.Event()
         self.exit_code = 0
+        self.ui_url = ""
 
     def _env(self) -> dict:
         env = dict(os.environ)
@@ -144,6 +145,10 @@ class Platform:
             dhome = Path(env["DAGSTER_HOME"])
             dhome.mkdir(parents=True, exist_ok=True)
             shutil.copy(REPO / "dagster.yaml", dhome / "dagster.yaml")
+            # Dagster creates pools lazily; set ours up front so the first runs already queue on it.
+            subprocess.run([str(Path(sys.executable).parent / "dagster"), "instance", "concurrency", "set",
+                            "clickhouse", "1"], env=env, cwd=str(REPO), stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL, timeout=120, check=False, preexec_fn=default_signals)
             bin_dir = Path(sys.executable).parent
             ws = str(REPO / "workspace.yaml")
             port = self.dagster_port if _port_free(self.dagster_port) else free_port()
@@ -154,17 +159,32 @@ class Platform:
                                        env, logs / "dagster-daemon.log"))
             for c in self.children[-2:]:
                 c.start()
-            print(f"Dagster UI: http://127.0.0.1:{port}", flush=True)
+            self.ui_url = f"http://127.0.0.1:{port}"
+            print(f"Dagster UI: {self.ui_url}", flush=True)
         print(f"marketdata is up: {len(cfg.venues)} venue(s) {', '.join(cfg.venues)}; logs in {logs}; "
               f"`marketdata tail {next(iter(cfg.venues))}:{next(iter(cfg.venues.values())).symbols[0]}` "
               "shows ticks; Ctrl-C stops everything.", flush=True)
 
+    def write_processes(self) -> None:
+        """<data dir>/run/processes.json: what `up` runs now, for operators and tests."""
+        run = settings.data_dir() / "run"
+        run.mkdir(exist_ok=True)
+        state = {"pid": os.getpid(), "ui": self.ui_url,
+                 "redis": self.redis.url if self.redis else settings.redact(os.environ.get("MARKETDATA_REDIS_URL", "")),
+                 "children": {c.name: {"pid": c.proc.pid if c.proc else None, "restarts": c.restarts,
+                                       "log": str(c.log_path)} for c in self.children}}
+        tmp = run / "processes.json.tmp"
+        tmp.write_bytes(orjson.dumps(state, option=orjson.OPT_INDENT_2))
+        tmp.replace(run / "processes.json")
+
     def supervise(self) -> None:
+        self.write_processes()
         while not self.stop_event.wait(0.5):
             for c in self.children:
                 if c.proc is None:
                     if time.monotonic() >= c.restart_at:
                         c.start()
+                        self.write_processes()
                     continue
                 rc = c.proc.poll()
                 if rc is None:
@@ -195,6 +215,7 @@ class Platform:
                 c.stop()
         if self.redis:
             self.redis.stop()
+        (settings.data_dir() / "run" / "processes.json").unlink(missing_ok=True)
         log.info("all processes stopped")
 
 
