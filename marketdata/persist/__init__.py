@@ -1,6 +1,7 @@
 """Persist: Redis consumer group ``persist`` -> ClickHouse (ticks, coverage, gaps).
 
     marketdata persist [--consumer NAME] [--batch-max N] [--block-ms MS] [--claim-idle-ms MS]
+                       [--linger-ms MS] [--trim-interval S] [--log-level LEVEL]
     python -m marketdata.persist ...
 
 Run one or several processes; each is a consumer of the group. Redis and ClickHouse come from the
@@ -58,6 +59,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--claim-idle-ms", type=_positive_int, default=30_000,
                    help="claim entries another consumer has held unacknowledged this long "
                         "(default 30000)")
+    p.add_argument("--linger-ms", type=int, default=1000,
+                   help="under a steady flow, open ClickHouse at most once per this many ms and "
+                        "batch what arrives meanwhile (default 1000; 0: insert as soon as read)")
     p.add_argument("--trim-interval", type=_positive_float, default=5.0, metavar="SECONDS",
                    help="how often streams are trimmed behind what every group acknowledged (default 5)")
     p.add_argument("--log-level", default=os.environ.get("MARKETDATA_LOG_LEVEL", "INFO"),
@@ -74,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         worker = PersistWorker(consumer=args.consumer, batch_max=args.batch_max,
                                block_ms=args.block_ms, claim_idle_ms=args.claim_idle_ms,
-                               trim_interval_s=args.trim_interval)
+                               linger_ms=max(args.linger_ms, 0), trim_interval_s=args.trim_interval)
     except RuntimeError as e:          # e.g. no Redis configured
         print(f"marketdata persist: {e}", file=sys.stderr)
         return 2
