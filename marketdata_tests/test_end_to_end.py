@@ -129,7 +129,7 @@ def pipeline_factory(tmp_path, redis_server, clickhouse):
         p.stop()
 
 
-def test_binance_end_to_end_with_faults_matches_ground_truth(pipeline_factory, clickhouse):
+def test_binance_end_to_end_with_faults_matches_ground_truth(pipeline_factory, clickhouse, tmp_path, monkeypatch):
     p = pipeline_factory(repair=True)
     p.wait_health("connections", 1)
     assert p.sim_now() < HOUR, "the connector must be subscribed before the audited hour starts"
@@ -189,6 +189,18 @@ def test_binance_end_to_end_with_faults_matches_ground_truth(pipeline_factory, c
     assert all(b[9] == 1 for b in bars), "every minute of the hour is covered"
     audits = audit_hours(clickhouse, HOUR, HOUR_END, [("binance", s) for s in SYMBOLS])
     assert audits and all(a.passed for a in audits), audits
+
+    # And through Dagster: the hour's partition materializes and its completeness check passes.
+    import dagster as dg
+    from marketdata.definitions import defs
+    from marketdata.defs.bars.assets import bars_1m
+    from marketdata.defs.bars.checks import bars_1m_complete
+    monkeypatch.setenv("MARKETDATA_CLICKHOUSE_URL", clickhouse.url)
+    monkeypatch.setenv("MARKETDATA_CONFIG", str(tmp_path / "marketdata.yaml"))
+    res = dg.materialize([bars_1m, bars_1m_complete], resources=defs.resources,
+                         instance=dg.DagsterInstance.ephemeral(), partition_key="2026-01-05-10:00")
+    (ev,) = res.get_asset_check_evaluations()
+    assert res.success and ev.passed, ev.metadata
 
 
 def test_binance_without_repair_audit_names_exactly_the_gap_minutes(pipeline_factory, clickhouse):
