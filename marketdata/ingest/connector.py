@@ -14,8 +14,6 @@ import os
 import time
 from types import ModuleType
 
-import httpx
-import orjson
 import websockets
 from websockets.asyncio.client import ClientConnection, connect
 
@@ -28,6 +26,7 @@ from ..tick import Tick
 from ..venues.base import Ack, HttpRequest, MalformedFrame, Reconnect, UnknownSymbol, VenueError
 from .backoff import Backoff
 from .publisher import Publisher
+from .rest import RestError, VenueRest
 from .sequence import SymbolSequence
 
 log = logging.getLogger("marketdata.ingest")
@@ -42,10 +41,6 @@ class _TrackedConnection(ClientConnection):
     def data_received(self, data: bytes) -> None:
         self.last_rx = time.monotonic()
         super().data_received(data)
-
-
-class RestError(RuntimeError):
-    pass
 
 
 class VenueConnector:
@@ -73,33 +68,12 @@ class VenueConnector:
         self.last_error = ""
         self._repair_wake = asyncio.Event()
         self.publisher: Publisher | None = None
-        self.http: httpx.AsyncClient | None = None
+        self.rest_client: VenueRest | None = None
 
     # --- REST -----------------------------------------------------------------------------
 
-    async def rest(self, req: HttpRequest, *, attempts: int = 6) -> object:
-        """One REST call, waiting as the venue asks on 429/418 and backing off on 5xx/network errors."""
-        backoff = Backoff(base=0.2, cap=10.0)
-        last = ""
-        for _ in range(attempts):
-            try:
-                r = await self.http.request(req.method, req.path, params=req.params, json=req.json)
-            except httpx.HTTPError as e:
-                last = f"{type(e).__name__}: {e}"
-            else:
-                wait = self.mod.retry_after(r.status_code, r.headers)
-                if wait is not None:
-                    last = f"HTTP {r.status_code} (rate limited)"
-                    log.warning("%s REST %s: %s; waiting %.1fs as the venue asks", self.name, req.path, last, wait)
-                    await asyncio.sleep(wait)
-                    continue
-                if r.status_code < 400:
-                    return orjson.loads(r.content)
-                last = f"HTTP {r.status_code}: {r.text[:200]}"
-                if r.status_code < 500:
-                    raise RestError(f"{self.name} REST {req.path}: {last}")
-            await asyncio.sleep(backoff.next_delay())
-        raise RestError(f"{self.name} REST {req.path} failed {attempts} times: {last}")
+    async def rest(self, req: HttpRequest) -> object:
+        return await self.rest_client.call(req)
 
     async def load_instruments(self) -> None:
         """Map configured canonical symbols to the venue's; an unknown symbol fails the start."""
@@ -119,8 +93,7 @@ class VenueConnector:
     # --- main -------------------------------------------------------------------------------
 
     async def run(self, stop: asyncio.Event) -> None:
-        self.http = httpx.AsyncClient(base_url=self.cfg.rest_url, timeout=10.0,
-                                      headers={"User-Agent": "marketdata/0.1"})
+        self.rest_client = VenueRest(self.mod, self.cfg.rest_url)
         redis = async_client(self.redis_url)
         try:
             await self.load_instruments()
@@ -144,7 +117,7 @@ class VenueConnector:
             await pub_task
             await self._write_health(redis, state="stopped")
         finally:
-            await self.http.aclose()
+            await self.rest_client.aclose()
             await redis.aclose()
 
     async def _restore(self, redis, stop: asyncio.Event) -> None:
