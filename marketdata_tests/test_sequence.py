@@ -102,3 +102,56 @@ def test_state_round_trip_resumes_with_a_restart_hole():
     r.restore(raw)
     assert r.last_id == 15 and r.covered_to == s.covered_to
     assert [(h.lo, h.hi, h.found_by) for h in r.holes] == [(12, 14, "id_jump"), (16, None, "restart")]
+
+
+def test_a_link_dropping_while_another_carries_the_symbol_opens_no_hole():
+    s = new()                       # link A subscribed
+    s.on_subscribed()               # link B (rotation or redundancy)
+    feed(s, [(10, S), (11, S + 10)])
+    s.on_disconnect()               # A goes; B still live
+    assert not s.holes and s.connected
+    feed(s, [(12, S + 20)])
+    s.on_disconnect()               # B goes too
+    assert [(h.lo, h.closed) for h in s.holes] == [(13, False)] and not s.connected
+
+
+def time_seq():
+    s = SymbolSequence("kucoin", "BTC-USDT", "BTC-USDT", lateness_us=1000, sequential=False)
+    s.on_subscribed()
+    return s
+
+
+def ttick(tid: str, ts: int, source: str = "ws") -> Tick:
+    return Tick.trade("kucoin", "BTC-USDT", ts, "100.0", "1.0", "buy", tid, ts + 5, source)
+
+
+def test_time_mode_dedupes_by_id_and_turns_a_reconnect_into_a_time_hole():
+    s = time_seq()
+    assert [s.accept(ttick(t, ts), 0, []) for t, ts in [("a", S), ("b", S + 10), ("a", S)]] == [True, True, False]
+    s.on_disconnect()
+    assert s.holes[0].by_time and not s.holes[0].closed and s.holes[0].before_ts == S + 10
+    s.on_subscribed()
+    s.accept(ttick("z", S + 500), 0, [])
+    h = s.holes[0]
+    assert h.closed and h.after_ts == S + 500
+    # Coverage stops before the span until it is repaired.
+    assert s.advance_coverage(now=S + 10**9) == [(S + 1, S + 9)]
+    gaps = []
+    out = s.apply_time_repair(h, [ttick("b", S + 10, "rest"), ttick("c", S + 200, "rest"),
+                                  ttick("z", S + 500, "rest")], True, gaps)
+    assert [t.trade_id for t in out] == ["c"]
+    assert [(g.status, g.recovered, g.from_id) for g in gaps] == [("repaired", 1, "")]
+    assert s.advance_coverage(now=S + 501)[0][0] == S + 10
+
+
+def test_time_mode_hole_the_venue_cannot_cover_is_unrepairable_and_skipped():
+    s = time_seq()
+    s.accept(ttick("a", S), 0, [])
+    s.on_disconnect()
+    s.on_subscribed()
+    s.accept(ttick("b", S + 1000), 0, [])
+    gaps = []
+    s.apply_time_repair(s.holes[0], [], False, gaps)
+    assert [g.status for g in gaps] == ["unrepairable"]
+    spans = s.advance_coverage(now=S + 10**7)     # idle: coverage resumes after the span
+    assert spans[-1][0] == S + 1001 and all(not (f <= S + 500 <= t) for f, t in spans)

@@ -43,6 +43,15 @@ class _TrackedConnection(ClientConnection):
         super().data_received(data)
 
 
+class _Link:
+    """One physical WebSocket connection's state, as the sequence trackers must know it."""
+    __slots__ = ("open", "subscribed")
+
+    def __init__(self) -> None:
+        self.open = False
+        self.subscribed = False
+
+
 class VenueConnector:
     def __init__(self, cfg: VenueConfig, redis_url: str | None = None, *,
                  coverage_interval: float = 0.2, health_interval: float = 1.0,
@@ -88,7 +97,8 @@ class VenueConnector:
                 f"{len(listed)} symbols are listed, e.g. {sample}")
         for s in self.cfg.symbols:
             self.by_venue_symbol[listed[s]] = s
-            self.seqs[s] = SymbolSequence(self.name, s, listed[s], lateness_us=self.mod.LATENESS_US)
+            self.seqs[s] = SymbolSequence(self.name, s, listed[s], lateness_us=self.mod.LATENESS_US,
+                                          sequential=self.mod.SEQUENTIAL_IDS)
 
     # --- main -------------------------------------------------------------------------------
 
@@ -146,19 +156,17 @@ class VenueConnector:
         venue_symbols = list(self.by_venue_symbol)
         while not stop.is_set():
             started = time.monotonic()
+            link = _Link()
             try:
-                await self._session(idx, venue_symbols)
+                await self._session(idx, venue_symbols, link)
             except asyncio.CancelledError:
-                for seq in self.seqs.values():
-                    seq.on_disconnect()
+                self._link_down(link)
                 raise
             except (OSError, asyncio.TimeoutError, websockets.exceptions.WebSocketException,
                     RestError) as e:
                 self.last_error = f"{type(e).__name__}: {e}"
                 log.warning("%s connection %d lost: %s", self.name, idx, self.last_error)
-            for seq in self.seqs.values():
-                seq.on_disconnect()
-            self.connected = max(0, self.connected - 1)
+            self._link_down(link)
             self.reconnects += 1
             if time.monotonic() - started > 60:
                 backoff.reset()
@@ -169,7 +177,16 @@ class VenueConnector:
             except asyncio.TimeoutError:
                 pass
 
-    async def _session(self, idx: int, venue_symbols: list[str]) -> None:
+    def _link_down(self, link: "_Link") -> None:
+        if link.open:
+            link.open = False
+            self.connected = max(0, self.connected - 1)
+        if link.subscribed:
+            link.subscribed = False
+            for seq in self.seqs.values():
+                seq.on_disconnect()
+
+    async def _session(self, idx: int, venue_symbols: list[str], link: "_Link") -> None:
         mod, opts = self.mod, self.cfg.options
         url = mod.connect_url(self.cfg.ws_url, venue_symbols, opts)
         parser = mod.Parser(dict(self.by_venue_symbol), opts)
@@ -178,16 +195,17 @@ class VenueConnector:
                            create_connection=_TrackedConnection) as ws:
             ws.last_rx = time.monotonic()
             self.connected += 1
+            link.open = True
             log.info("%s connection %d open: %s", self.name, idx, url)
             pending_acks = set()
             for rid, msg in mod.subscribe_messages(venue_symbols, opts):
                 pending_acks.add(rid)
                 await ws.send(msg)
             if not pending_acks:
-                self._on_subscribed()
+                self._on_subscribed(link)
             watchdog = asyncio.create_task(self._watchdog(ws, idx))
             try:
-                await self._read(ws, parser, pending_acks)
+                await self._read(ws, parser, pending_acks, link)
             finally:
                 watchdog.cancel()
 
@@ -207,12 +225,13 @@ class VenueConnector:
                 await ws.close()
                 return
 
-    def _on_subscribed(self) -> None:
+    def _on_subscribed(self, link: "_Link") -> None:
+        link.subscribed = True
         for seq in self.seqs.values():
             seq.on_subscribed()
         self._repair_wake.set()     # catch up the span we were away, from REST
 
-    async def _read(self, ws, parser, pending_acks: set) -> None:
+    async def _read(self, ws, parser, pending_acks: set, link: "_Link") -> None:
         publisher = self.publisher
         seqs = self.seqs
         gaps: list[Gap] = []
@@ -245,7 +264,7 @@ class VenueConnector:
                     pending_acks.discard(ev.request_id)
                     if not pending_acks:
                         log.info("%s: subscribed to %d symbols", name, len(seqs))
-                        self._on_subscribed()
+                        self._on_subscribed(link)
                 elif type(ev) is UnknownSymbol:
                     self.unknown_symbols += 1
                     log.warning("%s: trade for unknown symbol %r skipped", name, ev.venue_symbol)
@@ -280,31 +299,56 @@ class VenueConnector:
 
     async def _repair_symbol(self, seq: SymbolSequence) -> None:
         gaps: list[Gap] = []
+        repair_by = getattr(self.mod, "REPAIR_BY", "id" if self.mod.SEQUENTIAL_IDS else None)
         while True:
             hole = seq.next_repair()
             if hole is None:
                 break
-            if hole.hi is None and not seq.connected:
+            if not hole.closed and not seq.connected:
                 break         # catch up only once subscribed, so nothing can fall between
-            if not self.cfg.repair:
-                if hole.hi is None:
+            if not self.cfg.repair or repair_by is None:
+                if not hole.closed:
                     break     # its end is known when the next trade arrives
-                seq.mark_unrepairable(hole, gaps, "repair disabled in config")
+                why = ("repair disabled in config" if not self.cfg.repair
+                       else f"{self.name} REST cannot return past trades")
+                seq.mark_unrepairable(hole, gaps, why)
                 continue
             self.repair_requests += 1
-            req = self.mod.history_by_id_request(seq.venue_symbol, hole.lo, self.cfg.options)
-            body = await self.rest(req)
-            ticks = self.mod.parse_history(body, seq.symbol, now_us(), self.cfg.options)
-            full = len(body) >= self.mod.REPAIR_PAGE
-            for t in seq.apply_repair(hole, ticks, full, gaps):
+            if hole.by_time:
+                ticks, complete = await self._history_by_time(seq, hole.before_ts, hole.after_ts)
+                out = seq.apply_time_repair(hole, ticks, complete, gaps)
+            else:
+                req = self.mod.history_by_id_request(seq.venue_symbol, hole.lo, self.cfg.options)
+                body = await self.rest(req)
+                ticks = self.mod.parse_history(body, seq.symbol, now_us(), self.cfg.options)
+                out = seq.apply_repair(hole, ticks, len(body) >= self.mod.REPAIR_PAGE, gaps)
+            for t in out:
                 await self.publisher.put(t)
             for g in gaps:
                 self.publisher.put_gap(g)
                 log.info("%s %s: gap %s..%s %s (%d trades recovered)", self.name, seq.symbol,
-                         g.from_id, g.to_id, g.status, g.recovered)
+                         g.from_id or g.from_us, g.to_id or g.to_us, g.status, g.recovered)
             gaps.clear()
         for g in gaps:
             self.publisher.put_gap(g)
+
+    async def _history_by_time(self, seq: SymbolSequence, start_us: int, end_us: int | None,
+                               max_pages: int = 1000) -> tuple[list[Tick], bool]:
+        """All trades in [start_us, end_us] (or up to now) from REST, paging as the venue says.
+        Complete unless the venue ran out of history before reaching the end."""
+        out: list[Tick] = []
+        cursor = None
+        for _ in range(max_pages):
+            req = self.mod.history_by_time_request(seq.venue_symbol, start_us, end_us, self.cfg.options, cursor)
+            body = await self.rest(req)
+            ticks, cursor, complete = self.mod.parse_history_page(body, seq.symbol, now_us(), self.cfg.options,
+                                                                  start_us, end_us)
+            out.extend(ticks)
+            if not complete:
+                return out, False
+            if cursor is None:
+                return out, True
+        return out, False
 
     def _advance_coverage(self) -> None:
         now = now_us()

@@ -15,6 +15,7 @@ Rules (DESIGN.md, "Venues and connectors"):
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from dataclasses import dataclass, field
 
 import orjson
@@ -36,10 +37,16 @@ class Hole:
     recovered: int = 0
     dead: bool = False            # unrepairable: coverage skips it
     first: int = 0                # lo when found (lo advances as the repair fills the hole)
+    by_time: bool = False         # a span of time (venues without consecutive ids), not of ids
+
+    @property
+    def closed(self) -> bool:
+        """Its end is known: the last missing id, or for a time hole the trade that followed it."""
+        return self.after_ts is not None if self.by_time else self.hi is not None
 
     def as_json(self) -> dict:
         return {k: getattr(self, k) for k in ("lo", "hi", "before_ts", "after_ts", "found_by",
-                                                 "detected_us", "gap_id", "recovered", "dead", "first")}
+                                                 "detected_us", "gap_id", "recovered", "dead", "first", "by_time")}
 
 
 @dataclass
@@ -48,23 +55,28 @@ class SymbolSequence:
     symbol: str
     venue_symbol: str
     lateness_us: int = 2_000_000
+    sequential: bool = True       # ids are +1 per trade; else holes are spans of time
+    recent_ids: int = 200_000     # time mode: how many recent ids to remember for de-duplication
     last_id: int | None = None
     last_ts: int = 0
     covered_to: int | None = None
     holes: list[Hole] = field(default_factory=list)
     venue_ts: int = 0             # latest venue timestamp seen, and when (local µs)
     venue_seen_at: int = 0
-    connected: bool = False
+    links: int = 0                # subscribed links (connections) carrying this symbol now
     duplicates: int = 0
     late: int = 0                 # trades arriving inside already-vouched time
     gaps_found: int = 0
     gaps_repaired: int = 0
     gaps_unrepairable: int = 0
+    _recent: OrderedDict = field(default_factory=OrderedDict, repr=False)
 
     # --- trades -------------------------------------------------------------------------------
 
     def accept(self, tick: Tick, tid: int, gaps_out: list[Gap]) -> bool:
         """A trade from the WebSocket. True if it is new and must be published."""
+        if not self.sequential:
+            return self._accept_by_time(tick)
         ts = tick.ts_us
         if ts > self.venue_ts:
             self.venue_ts, self.venue_seen_at = ts, tick.recv_us
@@ -82,7 +94,7 @@ class SymbolSequence:
             return self._fill(tick, tid, gaps_out, "redundant")
         # tid > last: it ends an open-ended hole, or opens a new one.
         tail = self.holes[-1] if self.holes else None
-        if tail is not None and tail.hi is None:
+        if tail is not None and not tail.closed:
             tail.hi, tail.after_ts = tid - 1, ts
             if tail.lo > tail.hi:
                 self.holes.pop()                  # nothing was missed across the reconnect
@@ -91,6 +103,34 @@ class SymbolSequence:
         self.last_id, self.last_ts = tid, ts
         self._check_late(ts)
         return True
+
+    def _accept_by_time(self, tick: Tick) -> bool:
+        """Without consecutive ids a dropped message cannot be seen; what we can know is that we
+        were subscribed. Duplicates (overlapping links, REST repair) are recognised by id."""
+        tid = tick.trade_id
+        if tid in self._recent:
+            self.duplicates += 1
+            return False
+        self._remember(tid)
+        ts = tick.ts_us
+        if ts > self.venue_ts:
+            self.venue_ts, self.venue_seen_at = ts, tick.recv_us
+        if self.last_id is None:
+            self.last_id = 0                  # "we have a tape"; ids carry no order here
+            if self.covered_to is None:
+                self.covered_to = ts
+        tail = self.holes[-1] if self.holes else None
+        if tail is not None and not tail.closed:
+            tail.after_ts = ts                # the first trade after the reconnect ends the span
+        self._check_late(ts)
+        if ts > self.last_ts:
+            self.last_ts = ts
+        return True
+
+    def _remember(self, tid: str) -> None:
+        self._recent[tid] = None
+        if len(self._recent) > self.recent_ids:
+            self._recent.popitem(last=False)
 
     def _check_late(self, ts: int) -> None:
         if self.covered_to is not None and ts <= self.covered_to:
@@ -123,32 +163,44 @@ class SymbolSequence:
     def _open(self, hole: Hole, gaps_out: list[Gap]) -> None:
         hole.detected_us = now_us()
         hole.first = hole.lo
-        hole.gap_id = f"{hole.found_by}:{hole.lo}:{hole.detected_us}"
+        hole.gap_id = f"{hole.found_by}:{hole.before_ts if hole.by_time else hole.lo}:{hole.detected_us}"
         self.holes.append(hole)
         self.gaps_found += 1
-        if hole.hi is not None:
+        if hole.closed:
             gaps_out.append(self._gap(hole, "open", ""))
 
     def _gap(self, h: Hole, status: str, how: str, detail: str = "") -> Gap:
         t = now_us()
         hi = h.hi if h.hi is not None else h.lo - 1
+        first, last = ("", "") if h.by_time else (str(h.first), str(hi))
         return Gap(self.exchange, self.symbol, h.gap_id, h.before_ts, h.after_ts or h.before_ts,
-                   str(h.first), str(hi), h.found_by, status, how,
+                   first, last, h.found_by, status, how,
                    h.recovered, h.detected_us, t, detail)
 
     # --- connection events ----------------------------------------------------------------------
 
+    @property
+    def connected(self) -> bool:
+        return self.links > 0
+
     def on_disconnect(self, found_by: str = "reconnect") -> None:
-        """The link is gone: whatever trades it would have carried are an open-ended hole."""
-        self.connected = False
-        if self.last_id is None:
+        """A subscribed link is gone. If it was the last one carrying the symbol, whatever trades
+        it would have carried are an open-ended hole; if another link is live (make-before-break
+        rotation, a redundant connection), nothing was missed."""
+        self.links = max(0, self.links - 1)
+        if self.links or self.last_id is None:
             return
-        if self.holes and self.holes[-1].hi is None:
+        if self.holes and not self.holes[-1].closed:
             return
-        self._open(Hole(self.last_id + 1, None, self.last_ts, None, found_by), [])
+        self._open(self._span_hole(found_by), [])
+
+    def _span_hole(self, found_by: str) -> Hole:
+        if self.sequential:
+            return Hole(self.last_id + 1, None, self.last_ts, None, found_by)
+        return Hole(0, None, self.last_ts, None, found_by, by_time=True)
 
     def on_subscribed(self) -> None:
-        self.connected = True
+        self.links += 1
 
     # --- repair -----------------------------------------------------------------------------------
 
@@ -208,8 +260,39 @@ class SymbolSequence:
             self.mark_unrepairable(hole, gaps_out, "venue history does not return the missing ids")
         return out
 
+    def apply_time_repair(self, hole: Hole, ticks: list[Tick], complete: bool, gaps_out: list[Gap],
+                          how: str = "rest_by_time") -> list[Tick]:
+        """REST trades for a time hole (from its start to its end, or to now while it is open).
+        `complete`: the venue's history covered the whole span, so what it returned is all there
+        was. Returns the trades to publish."""
+        end = hole.after_ts if hole.closed else None
+        out = []
+        for t in ticks:
+            if t.ts_us < hole.before_ts or (end is not None and t.ts_us > end) or t.trade_id in self._recent:
+                continue
+            self._remember(t.trade_id)
+            out.append(t)
+            hole.recovered += 1
+            if not hole.closed and t.ts_us > self.last_ts:
+                self.last_ts = t.ts_us
+                hole.before_ts = t.ts_us      # caught up to here
+                if t.ts_us > self.venue_ts:
+                    self.venue_ts, self.venue_seen_at = t.ts_us, t.recv_us
+        if hole not in self.holes:
+            return out
+        if not complete:
+            self.mark_unrepairable(hole, gaps_out, "venue history does not cover the span")
+            return out
+        self.holes.remove(hole)
+        if hole.recovered or hole.closed:
+            self.gaps_repaired += 1
+            if hole.after_ts is None:
+                hole.after_ts = self.last_ts
+            gaps_out.append(self._gap(hole, "repaired", how))
+        return out
+
     def mark_unrepairable(self, hole: Hole, gaps_out: list[Gap], detail: str) -> None:
-        if hole.hi is None:
+        if not hole.closed:
             # Open-ended: we cannot know its end until a trade arrives; coverage stays frozen.
             return
         hole.dead = True
@@ -265,5 +348,5 @@ class SymbolSequence:
         if st.get("holes"):
             self.holes = [Hole(**h) for h in orjson.loads(st["holes"])]
         # The time we were away is an open-ended hole (unless one from before is still open).
-        if self.last_id is not None and not (self.holes and self.holes[-1].hi is None):
-            self._open(Hole(self.last_id + 1, None, self.last_ts, None, "restart"), [])
+        if self.last_id is not None and not (self.holes and not self.holes[-1].closed):
+            self._open(self._span_hole("restart"), [])

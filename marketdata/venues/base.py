@@ -64,3 +64,22 @@ class HttpRequest:
 
 
 Event = Tick | Ack | VenueError | UnknownSymbol | Reconnect | Ignored
+
+
+# What a venue module declares (see venues/binance.py for a complete one):
+#
+#   NAME, LIVE_WS_URL, LIVE_REST_URL
+#   IDLE_TIMEOUT          s without any bytes before a link is declared dead (silent drop)
+#   MAX_LIFETIME          s after which to reconnect on our terms (0: none)
+#   LATENESS_US           how late a trade may arrive after its venue timestamp
+#   SEQUENTIAL_IDS        trade ids +1 per trade per symbol: a jump is a gap
+#   REPAIR_BY             "id" (history_by_id_request/parse_history, REPAIR_PAGE),
+#                         "time" (history_by_time_request/parse_history_page), or None: the venue
+#                         cannot give past trades back, so holes are recorded unrepairable
+#   validate_options(options), instruments_request(), parse_instruments(body),
+#   connect_url(base, venue_symbols, options), subscribe_messages(venue_symbols, options),
+#   Parser(symbols_by_venue_symbol, options).parse(frame, recv_us) -> list[Event]  (one per link:
+#       per-connection state such as channel ids lives in the parser),
+#   retry_after(status, headers), to_venue_symbol(symbol), candles_request/parse_candles.
+#   parse_history_page(body, symbol, recv_us, options, start_us, end_us)
+#       -> (ticks, next_cursor | None, complete: bool)   complete=False: history ran out
