@@ -40,6 +40,7 @@ class VenueConfig:
     repair: bool = True
     connections: int = 1
     idle_timeout: float | None = None      # None: the venue module's default
+    max_lifetime: float | None = None      # rotate links after this many seconds (None: venue's)
     options: dict[str, Any] = field(default_factory=dict)
 
 
@@ -115,7 +116,7 @@ def parse_config(raw: dict, *, path: Path | None = None, resolve_endpoints: bool
             raise ConfigError(f"{where}: unknown venue {name!r}; valid venues: {', '.join(registry.names())}")
         v = v or {}
         _known(f"{where}: venues.{name}", v, {"symbols", "endpoints", "ws_url", "rest_url", "repair",
-                                               "connections", "idle_timeout", "options", "enabled"})
+                                               "connections", "idle_timeout", "max_lifetime", "options", "enabled"})
         if v.get("enabled", True) is False:
             continue
         symbols = v.get("symbols")
@@ -157,7 +158,8 @@ def parse_config(raw: dict, *, path: Path | None = None, resolve_endpoints: bool
             raise ConfigError(f"{where}: venues.{name}.connections must be 1 or 2, not {conns}")
         venues[name] = VenueConfig(name=name, symbols=[str(s) for s in symbols], ws_url=ws_url,
                                    rest_url=rest_url, endpoints=eps, repair=bool(v.get("repair", True)),
-                                   connections=conns, idle_timeout=v.get("idle_timeout"), options=options)
+                                   connections=conns, idle_timeout=v.get("idle_timeout"),
+                                   max_lifetime=v.get("max_lifetime"), options=options)
     if not venues:
         raise ConfigError(f"{where}: every venue is disabled")
     sim_raw = raw.get("simulator") or {}

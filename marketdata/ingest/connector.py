@@ -17,6 +17,7 @@ from types import ModuleType
 import websockets
 from websockets.asyncio.client import ClientConnection, connect
 
+from .. import settings
 from .. import venues as venue_registry
 from ..clock import now_us
 from ..config import ConfigError, VenueConfig
@@ -45,11 +46,20 @@ class _TrackedConnection(ClientConnection):
 
 class _Link:
     """One physical WebSocket connection's state, as the sequence trackers must know it."""
-    __slots__ = ("open", "subscribed")
+    __slots__ = ("open", "subscribed", "subscribed_event", "rotating")
 
     def __init__(self) -> None:
         self.open = False
         self.subscribed = False
+        self.subscribed_event = asyncio.Event()
+        self.rotating = False
+
+
+class _Successor:
+    __slots__ = ("link", "task")
+
+    def __init__(self, link: _Link, task: asyncio.Task):
+        self.link, self.task = link, task
 
 
 class VenueConnector:
@@ -70,6 +80,7 @@ class VenueConnector:
         self.unknown_symbols = 0
         self.venue_errors = 0
         self.reconnects = 0
+        self.rotations = 0
         self.connected = 0
         self.ticks_in = 0
         self.repair_requests = 0
@@ -152,13 +163,18 @@ class VenueConnector:
     # --- connection -------------------------------------------------------------------------
 
     async def _connection(self, idx: int, stop: asyncio.Event) -> None:
+        """One connection slot: keeps a link up, reconnecting with backoff. A link whose session
+        expires (a venue token) hands over to a successor opened before it closes."""
         backoff = Backoff(base=0.5, cap=30.0)
         venue_symbols = list(self.by_venue_symbol)
         while not stop.is_set():
             started = time.monotonic()
             link = _Link()
             try:
-                await self._session(idx, venue_symbols, link)
+                successor = await self._run_link(idx, venue_symbols, link)
+                while successor is not None:          # rotated: follow the new link
+                    link = successor.link
+                    successor = await successor.task
             except asyncio.CancelledError:
                 self._link_down(link)
                 raise
@@ -186,32 +202,80 @@ class VenueConnector:
             for seq in self.seqs.values():
                 seq.on_disconnect()
 
-    async def _session(self, idx: int, venue_symbols: list[str], link: "_Link") -> None:
+    async def _run_link(self, idx: int, venue_symbols: list[str], link: "_Link") -> "_Successor | None":
+        """Open, subscribe and read one link until it ends. Returns the successor if the link was
+        rotated (make-before-break), else None; raises when the link was lost."""
         mod, opts = self.mod, self.cfg.options
-        url = mod.connect_url(self.cfg.ws_url, venue_symbols, opts)
+        session = None
+        session_req = getattr(mod, "session_request", None)
+        if session_req is not None:
+            req = session_req(opts)
+            if req is not None:
+                session = mod.parse_session(await self.rest(req))
+        url = mod.connect_url(self.cfg.ws_url, venue_symbols, opts, session)
         parser = mod.Parser(dict(self.by_venue_symbol), opts)
+        keepalive = mod.keepalive(opts, session) if hasattr(mod, "keepalive") else None
+        # A session that expires (venue token) or a link the venue cuts after a lifetime (Binance
+        # 24 h) is rotated before its end, so no reconnect span ever opens.
+        ttl = mod.session_ttl(session) if hasattr(mod, "session_ttl") else None
+        ttl = ttl or self.cfg.max_lifetime or float(getattr(mod, "MAX_LIFETIME", 0) or 0) or None
         async with connect(url, ping_interval=20, ping_timeout=20, open_timeout=10, close_timeout=1,
                            max_queue=256, max_size=2 ** 23, compression=None, proxy=None,
                            create_connection=_TrackedConnection) as ws:
             ws.last_rx = time.monotonic()
             self.connected += 1
             link.open = True
-            log.info("%s connection %d open: %s", self.name, idx, url)
+            log.info("%s connection %d open: %s", self.name, idx, settings.redact(url.split("?")[0]))
             pending_acks = set()
             for rid, msg in mod.subscribe_messages(venue_symbols, opts):
                 pending_acks.add(rid)
                 await ws.send(msg)
             if not pending_acks:
                 self._on_subscribed(link)
-            watchdog = asyncio.create_task(self._watchdog(ws, idx))
+            helpers = [asyncio.create_task(self._watchdog(ws, idx))]
+            if keepalive:
+                helpers.append(asyncio.create_task(self._keepalive(ws, *keepalive)))
+            rotation: asyncio.Task | None = None
+            if ttl:
+                rotation = asyncio.create_task(self._rotate(idx, venue_symbols, ws, link, ttl))
             try:
                 await self._read(ws, parser, pending_acks, link)
             finally:
-                watchdog.cancel()
+                for h in helpers:
+                    h.cancel()
+                if rotation is not None and not link.rotating:
+                    rotation.cancel()
+            if link.rotating:
+                successor = await rotation     # closed on purpose: the successor is subscribed
+                self._link_down(link)
+                return successor
+        raise websockets.exceptions.ConnectionClosedError(None, None)
+
+    async def _keepalive(self, ws, interval: float, message: str) -> None:
+        """Application-level keepalive the venue requires (OKX text ping, KuCoin JSON ping)."""
+        while True:
+            await asyncio.sleep(interval)
+            await ws.send(message)
+
+    async def _rotate(self, idx: int, venue_symbols: list[str], old_ws, old_link: "_Link",
+                      ttl: float) -> "_Successor":
+        """Before the session expires: open the next link, wait until it is subscribed, then close
+        this one. Both feed the same sequence trackers while they overlap (duplicates are dropped)."""
+        await asyncio.sleep(max(0.5, ttl * 0.8))
+        nxt = _Link()
+        task = asyncio.create_task(self._run_link(idx, venue_symbols, nxt))
+        try:
+            await nxt.subscribed_event.wait()
+        except asyncio.CancelledError:
+            task.cancel()       # this link died first: the slot reconnects the ordinary way
+            raise
+        self.rotations += 1
+        log.info("%s connection %d: rotated to a new link before the old one expires", self.name, idx)
+        old_link.rotating = True
+        await old_ws.close()
+        return _Successor(nxt, task)
 
     async def _watchdog(self, ws: _TrackedConnection, idx: int) -> None:
-        opened = time.monotonic()
-        lifetime = float(getattr(self.mod, "MAX_LIFETIME", 0) or 0)
         while True:
             await asyncio.sleep(min(1.0, self.idle_timeout / 4))
             quiet = time.monotonic() - ws.last_rx
@@ -220,13 +284,10 @@ class VenueConnector:
                             self.name, idx, quiet)
                 ws.transport.abort()
                 return
-            if lifetime and time.monotonic() - opened > lifetime:
-                log.info("%s connection %d: reached its %.0fs lifetime; reconnecting", self.name, idx, lifetime)
-                await ws.close()
-                return
 
     def _on_subscribed(self, link: "_Link") -> None:
         link.subscribed = True
+        link.subscribed_event.set()
         for seq in self.seqs.values():
             seq.on_subscribed()
         self._repair_wake.set()     # catch up the span we were away, from REST
@@ -370,7 +431,7 @@ class VenueConnector:
             "ticks_published": self.publisher.published_ticks if self.publisher else 0,
             "queued": self.publisher.queued if self.publisher else 0,
             "malformed": self.malformed, "unknown_symbols": self.unknown_symbols,
-            "venue_errors": self.venue_errors, "reconnects": self.reconnects,
+            "venue_errors": self.venue_errors, "reconnects": self.reconnects, "rotations": self.rotations,
             "repair_requests": self.repair_requests,
             "gaps_found": sum(s.gaps_found for s in seqs),
             "gaps_repaired": sum(s.gaps_repaired for s in seqs),

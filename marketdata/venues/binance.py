@@ -7,7 +7,10 @@ Facts this module encodes (see shared/reference/venues-*.md §1):
   aggregate and cover trade ids f..l;
 - the server pings every 20 s and drops a client that has not ponged within 60 s (the websockets
   library answers pings); the connection lives at most 24 h;
-- REST `historicalTrades?fromId=` (<=1000) repairs by id; `aggTrades?fromId=` for aggTrade.
+- REST `historicalTrades?fromId=` (<=1000) repairs by id; `aggTrades?fromId=` for aggTrade;
+  by time, `aggTrades?startTime=` gives the first trade id at a time (history_by_time_request);
+- REST weight: a budget per minute (exchangeInfo rateLimits), used weight in a response header,
+  429/418 with Retry-After.
 - Symbols: BTCUSDT on REST and in payloads, btcusdt in stream names; base/quote only from
   exchangeInfo, never by splitting the string.
 """
@@ -66,7 +69,7 @@ def stream_names(venue_symbols: Iterable[str], options: dict) -> list[str]:
     return [f"{vs.lower()}@{kind}" for vs in venue_symbols]
 
 
-def connect_url(base: str, venue_symbols: list[str], options: dict) -> str:
+def connect_url(base: str, venue_symbols: list[str], options: dict, session: object = None) -> str:
     # Combined endpoint, subscribed by message after connect (so the ack confirms each stream).
     return base.rstrip("/") + "/stream"
 
@@ -81,7 +84,7 @@ def subscribe_messages(venue_symbols: list[str], options: dict, first_id: int = 
     return out
 
 
-def keepalive_message() -> str | None:
+def keepalive(options: dict, session: object = None) -> tuple[float, str] | None:
     """Binance keeps the link alive with WebSocket ping frames, answered by the library."""
     return None
 
@@ -142,12 +145,59 @@ def trade_id_int(trade_id: str) -> int:
     return int(trade_id)
 
 
-def history_by_id_request(venue_symbol: str, from_id: int, options: dict) -> HttpRequest:
+def history_by_id_request(venue_symbol: str, from_id: int, options: dict,
+                          limit: int = REPAIR_PAGE) -> HttpRequest:
+    """Trades (or aggTrades, with trade_stream aggTrade) with id >= from_id, ascending, <= limit."""
+    limit = max(1, min(int(limit), REPAIR_PAGE))
     if options.get("trade_stream", "trade") == "aggTrade":
         return HttpRequest("GET", "/api/v3/aggTrades",
-                           {"symbol": venue_symbol, "fromId": from_id, "limit": REPAIR_PAGE}, weight=4)
+                           {"symbol": venue_symbol, "fromId": from_id, "limit": limit}, weight=4)
     return HttpRequest("GET", "/api/v3/historicalTrades",
-                       {"symbol": venue_symbol, "fromId": from_id, "limit": REPAIR_PAGE}, weight=25)
+                       {"symbol": venue_symbol, "fromId": from_id, "limit": limit}, weight=25)
+
+
+def history_by_time_request(venue_symbol: str, start_us: int, options: dict) -> HttpRequest:
+    """The first aggregate trade at or after start_us (aggTrades?startTime, the oldest first): its
+    `f` (first trade id) or `a` (aggTrade id) is where paging by id starts (``first_id_at``)."""
+    start_ms = -(-start_us // 1000)          # ceil: no trade before start_us
+    return HttpRequest("GET", "/api/v3/aggTrades",
+                       {"symbol": venue_symbol, "startTime": start_ms, "limit": 1}, weight=4)
+
+
+def first_id_at(body: Any, options: dict) -> int | None:
+    """Id to page from (history_by_id_request) for a history_by_time_request answer; None when
+    no trade happened at or after the requested time yet."""
+    if not isinstance(body, list):
+        raise MalformedFrame(f"aggTrades response is not a list: {str(body)[:200]}")
+    if not body:
+        return None
+    return int(body[0]["a"] if options.get("trade_stream", "trade") == "aggTrade" else body[0]["f"])
+
+
+def server_time_request() -> HttpRequest:
+    return HttpRequest("GET", "/api/v3/time", weight=1)
+
+
+def parse_server_time(body: Any) -> int:
+    """The venue clock in µs: a tape is complete up to it (less LATENESS_US)."""
+    return int(body["serverTime"]) * 1000
+
+
+def rest_weight_limit(exchange_info: Any) -> int | None:
+    """REQUEST_WEIGHT per minute from exchangeInfo.rateLimits (6000 today; read it, don't assume)."""
+    for r in exchange_info.get("rateLimits", []) if isinstance(exchange_info, dict) else []:
+        if r.get("rateLimitType") == "REQUEST_WEIGHT" and r.get("interval") == "MINUTE":
+            return int(r["limit"]) // max(1, int(r.get("intervalNum", 1)))
+    return None
+
+
+def used_weight(headers: Any) -> int | None:
+    """Weight used in the venue's current minute, as its response header reports it."""
+    v = headers.get("x-mbx-used-weight-1m") or headers.get("X-MBX-USED-WEIGHT-1M")
+    try:
+        return int(v) if v is not None else None
+    except ValueError:
+        return None
 
 
 def parse_history(body: Any, symbol: str, recv_us: int, options: dict) -> list[Tick]:
