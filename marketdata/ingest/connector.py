@@ -286,6 +286,8 @@ class VenueConnector:
                 return
 
     def _on_subscribed(self, link: "_Link") -> None:
+        if link.subscribed:
+            return
         link.subscribed = True
         link.subscribed_event.set()
         for seq in self.seqs.values():
@@ -297,6 +299,8 @@ class VenueConnector:
         seqs = self.seqs
         gaps: list[Gap] = []
         name = self.name
+        sequential = self.mod.SEQUENTIAL_IDS
+        span_is_count = getattr(self.mod, "ID_SPAN_IS_COUNT", False)
         async for frame in ws:
             recv = now_us()
             try:
@@ -309,7 +313,8 @@ class VenueConnector:
                 if type(ev) is Tick:
                     self.ticks_in += 1
                     seq = seqs[ev.symbol]
-                    if seq.accept(ev, int(ev.trade_id), gaps):
+                    tid = int(ev.trade_id) if sequential else 0
+                    if seq.accept(ev, tid, gaps, tid - ev.trade_count + 1 if span_is_count else None):
                         if publisher.queued < publisher.max_queued:
                             publisher.put_nowait(ev)
                         else:
@@ -323,7 +328,7 @@ class VenueConnector:
                         self._repair_wake.set()
                 elif type(ev) is Ack:
                     pending_acks.discard(ev.request_id)
-                    if not pending_acks:
+                    if not pending_acks and not link.subscribed:   # venues may ack once per channel
                         log.info("%s: subscribed to %d symbols", name, len(seqs))
                         self._on_subscribed(link)
                 elif type(ev) is UnknownSymbol:
@@ -382,7 +387,7 @@ class VenueConnector:
                 req = self.mod.history_by_id_request(seq.venue_symbol, hole.lo, self.cfg.options)
                 body = await self.rest(req)
                 ticks = self.mod.parse_history(body, seq.symbol, now_us(), self.cfg.options)
-                out = seq.apply_repair(hole, ticks, len(body) >= self.mod.REPAIR_PAGE, gaps)
+                out = seq.apply_repair(hole, ticks, len(ticks) >= self.mod.REPAIR_PAGE, gaps)
             for t in out:
                 await self.publisher.put(t)
             for g in gaps:

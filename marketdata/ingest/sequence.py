@@ -73,10 +73,12 @@ class SymbolSequence:
 
     # --- trades -------------------------------------------------------------------------------
 
-    def accept(self, tick: Tick, tid: int, gaps_out: list[Gap]) -> bool:
-        """A trade from the WebSocket. True if it is new and must be published."""
+    def accept(self, tick: Tick, tid: int, gaps_out: list[Gap], first: int | None = None) -> bool:
+        """A trade from the WebSocket. True if it is new and must be published. `first`: the first
+        id a venue-aggregated tick covers (OKX: tradeId - count + 1); default `tid`."""
         if not self.sequential:
             return self._accept_by_time(tick)
+        f = tid if first is None else first
         ts = tick.ts_us
         if ts > self.venue_ts:
             self.venue_ts, self.venue_seen_at = ts, tick.recv_us
@@ -86,7 +88,7 @@ class SymbolSequence:
             if self.covered_to is None:
                 self.covered_to = ts          # coverage starts after the first trade we saw
             return True
-        if tid == last + 1 and not self.holes:
+        if f == last + 1 and not self.holes:
             self.last_id, self.last_ts = tid, ts
             self._check_late(ts)
             return True
@@ -95,11 +97,11 @@ class SymbolSequence:
         # tid > last: it ends an open-ended hole, or opens a new one.
         tail = self.holes[-1] if self.holes else None
         if tail is not None and not tail.closed:
-            tail.hi, tail.after_ts = tid - 1, ts
+            tail.hi, tail.after_ts = f - 1, ts
             if tail.lo > tail.hi:
                 self.holes.pop()                  # nothing was missed across the reconnect
-        elif tid > last + 1:
-            self._open(Hole(last + 1, tid - 1, self.last_ts, ts, "id_jump"), gaps_out)
+        elif f > last + 1:
+            self._open(Hole(last + 1, f - 1, self.last_ts, ts, "id_jump"), gaps_out)
         self.last_id, self.last_ts = tid, ts
         self._check_late(ts)
         return True

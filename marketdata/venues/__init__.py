@@ -9,6 +9,7 @@ from types import ModuleType
 # venue id -> module name under marketdata.venues
 _MODULES = {
     "binance": "binance",
+    "okx": "okx",
 }
 
 

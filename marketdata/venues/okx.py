@@ -1,0 +1,169 @@
+"""OKX v5 public: trades over the `trades` channel on /ws/v5/public.
+
+Facts this module encodes (shared/reference/venues-*.md §2):
+- keepalive is the literal text `ping` (not a WebSocket ping frame), answered by the text `pong`,
+  which is not JSON; the server drops a connection it has heard nothing from for 30 s, without a
+  close frame, also in quiet markets;
+- a `trades` message aggregates the fills of one taker order at one price: `tradeId` is the LAST id
+  and `count` fills are covered (ids tradeId-count+1 .. tradeId, consecutive per instrument), so
+  continuity is `tradeId - count == last`; every number, `ts` and `count` included, is a string;
+- one subscribe ack per arg; errors as {"event":"error","code":"600xx"}; notice 64008 announces a
+  disconnect for maintenance;
+- REST answers {"code":"0","data":[...]}; history-trades pages by tradeId with `after` (records
+  OLDER than the id, newest first, <= 100), so ids lo..lo+99 are `after=lo+100`;
+- instId is already BASE-QUOTE; base/quote come from the instruments list.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from ..tick import Tick
+from .base import Ack, HttpRequest, Ignored, Instrument, MalformedFrame, Reconnect, UnknownSymbol, VenueError
+
+NAME = "okx"
+LIVE_WS_URL = "wss://ws.okx.com:8443"
+LIVE_REST_URL = "https://www.okx.com"
+
+IDLE_TIMEOUT = 25.0          # our text pings every 15 s draw a pong: 25 s of nothing is a dead link
+KEEPALIVE_INTERVAL = 15.0    # < the venue's 30 s idle cut
+MAX_LIFETIME = 0
+SEQUENTIAL_IDS = True
+ID_SPAN_IS_COUNT = True      # a tick covers `count` consecutive ids ending at tradeId
+REPAIR_BY = "id"
+REPAIR_PAGE = 100
+LATENESS_US = 2_000_000
+
+OPTIONS: dict = {}
+
+
+def validate_options(options: dict) -> None:
+    if options:
+        raise ValueError(f"unknown option(s) {sorted(options)}; okx has none")
+
+
+def to_venue_symbol(symbol: str) -> str:
+    return symbol
+
+
+# --- instruments -------------------------------------------------------------------------------
+
+def _data(body: Any) -> list:
+    if not isinstance(body, dict) or "data" not in body:
+        raise MalformedFrame(f"okx REST answer lacks data: {str(body)[:200]}")
+    if str(body.get("code", "0")) != "0":
+        raise MalformedFrame(f"okx REST error {body.get('code')}: {body.get('msg')}")
+    return body["data"]
+
+
+def instruments_request() -> HttpRequest:
+    return HttpRequest("GET", "/api/v5/public/instruments", {"instType": "SPOT"})
+
+
+def parse_instruments(body: Any) -> list[Instrument]:
+    return [Instrument(r["instId"], f"{r['baseCcy']}-{r['quoteCcy']}", r.get("state", "live"))
+            for r in _data(body) if r.get("state", "live") == "live"]
+
+
+# --- websocket ---------------------------------------------------------------------------------
+
+def connect_url(base: str, venue_symbols: list[str], options: dict, session: object = None) -> str:
+    return base.rstrip("/") + "/ws/v5/public"
+
+
+def subscribe_messages(venue_symbols: list[str], options: dict, first_id: int = 1) -> list[tuple[str, str]]:
+    rid = str(first_id)
+    args = [{"channel": "trades", "instId": s} for s in venue_symbols]
+    return [(rid, orjson.dumps({"id": rid, "op": "subscribe", "args": args}).decode())]
+
+
+def keepalive(options: dict, session: object = None) -> tuple[float, str]:
+    return KEEPALIVE_INTERVAL, "ping"
+
+
+class Parser:
+    __slots__ = ("symbols",)
+
+    def __init__(self, symbols: dict[str, str], options: dict):
+        self.symbols = symbols
+
+    def parse(self, frame: str | bytes, recv_us: int) -> list:
+        if frame == "pong" or frame == b"pong":
+            return [Ignored("pong")]
+        try:
+            msg = orjson.loads(frame)
+        except orjson.JSONDecodeError as e:
+            raise MalformedFrame(f"invalid JSON: {e}") from None
+        if not isinstance(msg, dict):
+            raise MalformedFrame("frame is not a JSON object")
+        event = msg.get("event")
+        if event is not None:
+            if event == "subscribe":
+                return [Ack(msg.get("id"))]
+            if event == "error":
+                return [VenueError(msg.get("code"), str(msg.get("msg", "")), msg.get("id"))]
+            if event == "notice":
+                return [Reconnect(f"notice {msg.get('code')}: {msg.get('msg', '')}")]
+            return [Ignored(str(event))]
+        arg, data = msg.get("arg"), msg.get("data")
+        if not isinstance(arg, dict) or not isinstance(data, list):
+            raise MalformedFrame("frame has neither event nor arg+data")
+        if arg.get("channel") != "trades":
+            return [Ignored(str(arg.get("channel")))]
+        out = []
+        try:
+            for d in data:
+                sym = self.symbols.get(d["instId"])
+                if sym is None:
+                    out.append(UnknownSymbol(d["instId"]))
+                    continue
+                px = d["px"]
+                out.append(Tick(NAME, sym, int(d["ts"]) * 1000, px, px, px, px, d["sz"],
+                                int(d.get("count") or 1), d["side"], d["tradeId"], recv_us))
+        except (KeyError, TypeError, ValueError) as ex:
+            raise MalformedFrame(f"trades frame lacks or mistypes field {ex}") from None
+        return out
+
+
+# --- REST repair ---------------------------------------------------------------------------------
+
+def history_by_id_request(venue_symbol: str, from_id: int, options: dict) -> HttpRequest:
+    # `after` returns ids older than it, newest first: after=lo+100 gives lo .. lo+99.
+    return HttpRequest("GET", "/api/v5/market/history-trades",
+                       {"instId": venue_symbol, "type": "1", "after": str(from_id + REPAIR_PAGE),
+                        "limit": str(REPAIR_PAGE)})
+
+
+def parse_history(body: Any, symbol: str, recv_us: int, options: dict) -> list[Tick]:
+    rows = _data(body)
+    out = [Tick(NAME, symbol, int(r["ts"]) * 1000, r["px"], r["px"], r["px"], r["px"], r["sz"], 1,
+                r["side"], r["tradeId"], recv_us, "rest") for r in rows]
+    out.sort(key=lambda t: int(t.trade_id))
+    return out
+
+
+
+def retry_after(status: int, headers: dict) -> float | None:
+    if status == 429:
+        try:
+            return float(headers.get("retry-after") or 1.0)
+        except ValueError:
+            return 1.0
+    return None
+
+
+# --- candles (reconciliation) --------------------------------------------------------------------
+
+def candles_request(venue_symbol: str, start_ms: int, end_ms: int) -> HttpRequest:
+    # `after`: rows older than ts; `before`: newer than ts (both exclusive).
+    return HttpRequest("GET", "/api/v5/market/history-candles",
+                       {"instId": venue_symbol, "bar": "1m", "after": str(end_ms + 1),
+                        "before": str(start_ms - 1), "limit": "100"})
+
+
+def parse_candles(body: Any) -> list[dict]:
+    return sorted(({"minute_us": int(r[0]) * 1000, "open": r[1], "high": r[2], "low": r[3], "close": r[4],
+                    "volume": r[5], "trade_count": None} for r in _data(body)), key=lambda c: c["minute_us"])
+
