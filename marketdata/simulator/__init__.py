@@ -16,7 +16,8 @@ Quick use::
 
 Layout: ``clock`` (simulated time), ``generator`` (seeded taker orders, column tape),
 ``groundtruth`` (CSV), ``faults`` (registry), ``conn`` (raw WebSocket frames, backpressure),
-``venue`` (venue-neutral server plumbing + ``/_sim`` control API), ``binance`` (wire formats),
+``book`` (deterministic order books), ``venue`` (venue-neutral server plumbing + ``/_sim`` control
+API), ``binance`` / ``okx`` / ``kucoin`` / ``kraken`` (wire formats),
 ``core`` (``SimulatorConfig``, ``Simulator``), ``cli`` (``main``), ``process`` (subprocess helper).
 """
 

@@ -10,8 +10,11 @@ WebSocket (same port as REST):
 * ``SUBSCRIBE`` / ``UNSUBSCRIBE`` / ``LIST_SUBSCRIPTIONS`` / ``SET_PROPERTY`` / ``GET_PROPERTY``
   with ``{"result":null,"id":..}`` acks and ``{"code":N,"msg":..,"id":..}`` errors (0 unknown
   property, 1 bad value type, 2 invalid request, 3 invalid JSON).
-* Streams with data: ``<sym>@trade`` and ``<sym>@aggTrade`` (``sym`` lowercase; any other
-  syntactically valid stream is accepted and silent, as are upper-case symbol names).
+* Streams with data: ``<sym>@trade``, ``<sym>@aggTrade``, and the diff depth streams
+  ``<sym>@depth`` (every 1000 ms; alias ``@depth@1000ms``) and ``<sym>@depth@100ms``
+  (``depthUpdate`` with ``U``/``u`` = first/last book update id of the window, absolute
+  quantities, ``"0"`` = delete; consistent with ``/api/v3/depth`` ``lastUpdateId``).  ``sym`` is
+  lowercase; any other syntactically valid stream is accepted and silent, as are upper-case names.
 * Server ping frame every ``ping_interval`` s; no pong (echoing the payload) within
   ``pong_timeout`` s -> TCP abort.
 * More than ``max_incoming_per_s`` (5) client messages in one second (text frames, client
@@ -41,6 +44,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from .book import ASK, BID
 from .conn import HDR, WSConnection, text_header
 from .faults import FaultError
 from .generator import SCALE, split_canonical
@@ -49,7 +53,10 @@ from .venue import SliceInfo, Venue, fmt_units
 _M = ("true", "false")  # indexed by taker side: sell(0) -> buyer is maker
 _KIND_TRADE = 0
 _KIND_AGG = 1
+_KIND_DEPTH = 2  # 1000 ms
+_KIND_DEPTH100 = 3
 _KINDS = {"trade": _KIND_TRADE, "aggTrade": _KIND_AGG}
+_DEPTH_KINDS = {"depth": _KIND_DEPTH, "depth@1000ms": _KIND_DEPTH, "depth@100ms": _KIND_DEPTH100}
 _METHODS = "`SUBSCRIBE`, `UNSUBSCRIBE`, `LIST_SUBSCRIPTIONS`, `SET_PROPERTY`, `GET_PROPERTY`"
 
 _INTERVALS_S = {
@@ -73,13 +80,16 @@ class BinanceError(Exception):
 class _BState:
     """Per-connection Binance state."""
 
-    __slots__ = ("streams", "combined", "data", "msg_times")
+    __slots__ = ("streams", "combined", "data", "depth", "msg_times", "depth_drop", "depth_drop_sym")
 
     def __init__(self, combined: bool) -> None:
         self.streams: list[str] = []
         self.combined = combined
-        self.data: list[tuple[str, int, int]] = []  # (stream, symbol index, kind)
+        self.data: list[tuple[str, int, int]] = []  # (stream, symbol index, kind): trade streams
+        self.depth: list[tuple[str, int, int]] = []  # diff depth streams
         self.msg_times: deque[float] = deque()
+        self.depth_drop = 0  # seq_gap fault: depth events still to withhold
+        self.depth_drop_sym: int | None = None
 
 
 class BinanceVenue(Venue):
@@ -112,6 +122,12 @@ class BinanceVenue(Venue):
         self._weight_used = 0
         self.rate_limited_closes = 0
         self._rng = random.Random(f"{self.config.seed}:{self.name}:faults")
+        # diff depth streams: one event stream per (symbol, speed), shared by all subscribers
+        self._depth_cursor = {(si, k): b.update_id for si, b in enumerate(self.books)
+                              for k in (_KIND_DEPTH, _KIND_DEPTH100)}
+        self._depth_next = 0.0
+        self._depth_step = 0
+        self.depth_events = 0
 
     # ------------------------------------------------------------------ symbols / formatting
     def venue_symbol(self, si: int) -> str:
@@ -170,13 +186,19 @@ class BinanceVenue(Venue):
             if s in st.streams:
                 st.streams.remove(s)
         data = []
+        depth = []
         for s in st.streams:
             sym, _, kind = s.partition("@")
             si = self._lower.get(sym)
+            if si is None:
+                continue
             k = _KINDS.get(kind)
-            if si is not None and k is not None:
+            if k is not None:
                 data.append((s, si, k))
+            elif kind in _DEPTH_KINDS and self.books:
+                depth.append((s, si, _DEPTH_KINDS[kind]))
         st.data = data
+        st.depth = depth
 
     def on_ws_control(self, conn: WSConnection, kind: str) -> None:
         if kind in ("ping", "unsolicited_pong"):
@@ -361,6 +383,57 @@ class BinanceVenue(Venue):
             n += 1
         return "".join(parts).encode("latin-1"), n
 
+    # ------------------------------------------------------------------ diff depth streams
+    def periodic(self, mono: float) -> None:
+        if not self.books or mono < self._depth_next:
+            return
+        self._depth_next = self._depth_next + 0.1 if mono - self._depth_next < 0.1 else mono + 0.1
+        self._depth_step += 1
+        kinds = (_KIND_DEPTH100, _KIND_DEPTH) if self._depth_step % 10 == 0 else (_KIND_DEPTH100,)
+        subs: dict[tuple[int, int], list[tuple[WSConnection, str]]] = {}
+        for conn in self.conns.values():
+            st: _BState = conn.venue_state
+            if st.depth and conn.can_send:
+                for stream, si, kind in st.depth:
+                    subs.setdefault((si, kind), []).append((conn, stream))
+        E = self.now_us() // 1000
+        cursor = self._depth_cursor
+        for si, book in enumerate(self.books):
+            uid = book.update_id
+            for kind in kinds:
+                key = (si, kind)
+                cur = cursor[key]
+                if uid == cur:
+                    continue
+                cursor[key] = uid
+                targets = subs.get(key)
+                if not targets:
+                    continue
+                first, bids, asks = book.coalesced(cur)
+                fp = self._fp
+                b = ",".join('["%s","%s"]' % (fp(si, p), fmt_units(bids[p][0])) for p in sorted(bids, reverse=True))
+                a = ",".join('["%s","%s"]' % (fp(si, p), fmt_units(asks[p][0])) for p in sorted(asks))
+                payload = '{"e":"depthUpdate","E":%d,"s":"%s","U":%d,"u":%d,"b":[%s],"a":[%s]}' % (
+                    E, self._vsym[si], first, uid, b, a)
+                self.depth_events += 1
+                for conn, stream in targets:
+                    st = conn.venue_state
+                    if st.depth_drop > 0 and st.depth_drop_sym in (None, si):
+                        st.depth_drop -= 1
+                        continue
+                    if st.combined:
+                        conn.send_text('{"stream":"%s","data":%s}' % (stream, payload))
+                    else:
+                        conn.send_text(payload)
+
+    def book_view(self, si: int, depth: int | None = None) -> dict[str, Any]:
+        view = super().book_view(si, depth)
+        view["lastUpdateId"] = view["update_id"]
+        return view
+
+    def fmt_book_qty(self, si: int, units: int) -> str:
+        return fmt_units(units)
+
     # ------------------------------------------------------------------ venue faults
     def venue_fault(self, kind: str, conn: WSConnection, params: dict[str, Any]) -> None:
         st: _BState = conn.venue_state
@@ -402,6 +475,15 @@ class BinanceVenue(Venue):
                 if st.combined:
                     payload = '{"stream":"%s@trade","data":%s}' % (sym.lower(), payload)
                 conn.send_text(payload)
+        elif kind == "seq_gap":
+            if not self.books:
+                raise FaultError("binance: books are disabled")
+            sym = params.get("symbol")
+            si = self.symbol_index(sym) if sym else None
+            if sym and si is None:
+                raise FaultError(f"binance: unknown symbol {sym!r}")
+            st.depth_drop += int(params.get("count", 1))
+            st.depth_drop_sym = si
         elif kind == "notice":
             payload = '{"e":"serverShutdown","E":%d}' % E
             if st.combined:
@@ -468,7 +550,8 @@ class BinanceVenue(Venue):
         response.headers["X-MBX-USED-WEIGHT-1M"] = str(self._weight_used)
 
     def venue_stats(self) -> dict[str, Any]:
-        return {"binance": {"used_weight_1m": self._weight_used, "rate_limited_closes": self.rate_limited_closes}}
+        return {"binance": {"used_weight_1m": self._weight_used, "rate_limited_closes": self.rate_limited_closes,
+                            "depth_events": self.depth_events}}
 
     # ------------------------------------------------------------------ REST parameters
     def _sym(self, request: web.Request) -> int:
@@ -707,18 +790,12 @@ class BinanceVenue(Venue):
     def _r_depth(self, request: web.Request) -> Any:
         si = self._sym(request)
         limit = self._limit(request, 100, 5000)
-        spec = self.specs[si]
-        tick = spec.tick_units
-        bid = self.gen.best_bid(si)
-        tape = self.tapes[si]
-        last_update_id = spec.first_update_id + 3 * len(tape.order_start)
-        rng = random.Random(f"{self.config.seed}:{self.name}:{si}:{last_update_id}")
-        lot = spec.lot_units
-        bids = []
-        for k in range(limit):
-            p = bid - k * tick
-            if p <= 0:
-                break
-            bids.append([self._fp(si, p), fmt_units(lot * rng.randint(1, 400))])
-        asks = [[self._fp(si, bid + (k + 1) * tick), fmt_units(lot * rng.randint(1, 400))] for k in range(limit)]
-        return {"lastUpdateId": last_update_id, "bids": bids, "asks": asks}
+        if not self.books:
+            raise BinanceError(-1000, "An unknown error occurred while processing the request.", 500)
+        book = self.books[si]
+        fp = self._fp
+        return {
+            "lastUpdateId": book.update_id,
+            "bids": [[fp(si, p), fmt_units(q)] for p, q in book.top(BID, limit)],
+            "asks": [[fp(si, p), fmt_units(q)] for p, q in book.top(ASK, limit)],
+        }

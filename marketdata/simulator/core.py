@@ -25,8 +25,11 @@ log = logging.getLogger(__name__)
 
 def _venue_classes() -> dict[str, type[Venue]]:
     from .binance import BinanceVenue
+    from .kraken import KrakenVenue
+    from .kucoin import KucoinVenue
+    from .okx import OkxVenue
 
-    return {"binance": BinanceVenue}
+    return {"binance": BinanceVenue, "okx": OkxVenue, "kucoin": KucoinVenue, "kraken": KrakenVenue}
 
 
 #: venues this simulator can serve
@@ -351,6 +354,14 @@ class Simulator:
         """Tape rows ``[start, stop)`` of one symbol as wire strings (what the ground truth holds)."""
         v = self.venue(venue)
         return self._call(lambda: v.trades(symbol, start, stop))
+
+    def book(self, venue: str | None, symbol: str, depth: int | None = None) -> dict[str, Any]:
+        """The venue's current order book of ``symbol`` (what ``GET /_sim/book`` returns)."""
+        v = self.venue(venue)
+        si = v.symbol_index(symbol)
+        if si is None or not v.books:
+            raise KeyError(symbol)
+        return self._call(lambda: v.book_view(si, depth))
 
     def generated(self, venue: str | None = None, symbol: str | None = None) -> int:
         """Trades generated so far (all venues, one venue, or one symbol of a venue)."""

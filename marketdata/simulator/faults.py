@@ -20,8 +20,16 @@ Fault kinds (``kind`` plus keyword parameters):
 ``rest_fail``      the next ``count`` REST calls answer ``status`` (500 default, or 429/418 with
                    ``Retry-After: retry_after``).
 ``rest_delay``     the next ``count`` REST calls are delayed by ``delay`` seconds.
-``notice``         the venue's reconnect notice (Binance ``serverShutdown``); with
-                   ``close_after`` seconds the connection is then closed.
+``notice``         the venue's reconnect notice (Binance ``serverShutdown``, OKX ``64008``,
+                   Kraken ``systemStatus`` maintenance); with ``close_after`` seconds the
+                   connection is then closed.
+``seq_gap``        the next ``count`` (default 1) order-book diff messages (optionally only of
+                   ``symbol``) are not sent to the target connection(s), so its book sequence
+                   jumps (Binance ``U``, OKX ``prevSeqId``, KuCoin ``sequenceStart``; Kraken v1
+                   has no sequence: its next checksum fails).
+``bad_checksum``   the next ``count`` book messages carry a wrong checksum (OKX, Kraken).
+``token_expiry``   KuCoin: the token of the target connection(s) expires now (all of that
+                   token's connections are closed); without ``conn`` every issued token expires.
 =================  ============================================================================
 
 Connection targets: ``conn`` = a connection id (ids start at 0 per venue and increase with every
@@ -35,7 +43,8 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
-CONNECTION_FAULTS = frozenset({"silent_drop", "close", "abort", "malformed", "unknown_symbol", "notice"})
+CONNECTION_FAULTS = frozenset({"silent_drop", "close", "abort", "malformed", "unknown_symbol", "notice",
+                               "seq_gap", "bad_checksum", "token_expiry"})
 STREAM_FAULTS = frozenset({"skip_ids"})
 REST_FAULTS = frozenset({"rest_fail", "rest_delay"})
 FAULT_KINDS = CONNECTION_FAULTS | STREAM_FAULTS | REST_FAULTS

@@ -151,3 +151,11 @@ class SimulatorProcess:
 
     def resume(self, venue: str) -> None:
         self._http.post(self._url(venue, "/_sim/resume")).raise_for_status()
+
+    def book(self, venue: str, symbol: str, depth: int | None = None) -> dict[str, Any]:
+        params: dict[str, Any] = {"symbol": symbol}
+        if depth is not None:
+            params["depth"] = depth
+        r = self._http.get(self._url(venue, "/_sim/book"), params=params)
+        r.raise_for_status()
+        return r.json()

@@ -11,12 +11,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from bisect import bisect_left
 from collections import deque
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import orjson
 from aiohttp import WSMsgType, web
 
+from .book import ASK, BID, OrderBook
 from .clock import format_time_us
 from .conn import WSConnection, close_frame
 from .faults import CONNECTION_FAULTS, FAULT_KINDS, FaultError, FaultRegistry
@@ -26,6 +28,22 @@ if TYPE_CHECKING:  # pragma: no cover
     from .core import Simulator
 
 log = logging.getLogger(__name__)
+
+
+def decimals_of(units: int) -> int:
+    """Decimal places of a power-of-ten step given in 1e-8 units (``1_000_000`` -> 2)."""
+    d = 8
+    while units >= 10 and units % 10 == 0 and d > 0:
+        units //= 10
+        d -= 1
+    return d
+
+
+def strip_zeros(s: str) -> str:
+    """``"67523.500" -> "67523.5"``, ``"67523.000" -> "67523"``."""
+    if "." in s:
+        s = s.rstrip("0").rstrip(".")
+    return s
 
 
 def fmt_units(units: int, decimals: int = 8) -> str:
@@ -73,6 +91,8 @@ class Venue:
     #: decimals of prices and quantities on the wire
     price_decimals: ClassVar[int] = 8
     qty_decimals: ClassVar[int] = 8
+    #: the venue cannot run without order books (its trade ids come from the book sequence)
+    books_required: ClassVar[bool] = False
 
     def __init__(self, sim: "Simulator", symbols: list[str], rate: float, options: dict[str, Any]) -> None:
         self.sim = sim
@@ -86,6 +106,11 @@ class Venue:
             raise ValueError(f"{self.name}: duplicate symbols in {symbols}")
         self.gen = TradeGenerator(self.specs, seed)
         self.tapes = self.gen.tapes
+        # one deterministic order book per symbol, advanced with every taker order
+        self.books_enabled = bool(self.options.get("books", True)) or self.books_required
+        depth_ticks = int(self.options.get("book_depth_ticks", 400))
+        self.books = [OrderBook(sp, seed, depth_ticks, float(self.options.get("book_density", 0.85)),
+                                sim.clock.start_us) for sp in self.specs] if self.books_enabled else []
         self.rate = float(rate)
         self.faults = FaultRegistry()
         self.conns: dict[int, WSConnection] = {}
@@ -153,6 +178,31 @@ class Venue:
     def venue_stats(self) -> dict[str, Any]:
         return {}
 
+    def periodic(self, mono: float) -> None:
+        """Called after every generation step, also while paused or after ``end`` (timers:
+        book diff streams, heartbeats, idle and token checks)."""
+
+    def fmt_book_price(self, si: int, units: int) -> str:
+        return self.fmt_price(units)
+
+    def fmt_book_qty(self, si: int, units: int) -> str:
+        return self.fmt_qty(units)
+
+    def book_view(self, si: int, depth: int | None = None) -> dict[str, Any]:
+        """``/_sim/book``: the full current book of symbol ``si`` as wire strings, best first, and
+        the update id it reflects (venues add their own names for it)."""
+        book = self.books[si]
+        fp, fq = self.fmt_book_price, self.fmt_book_qty
+        return {
+            "venue": self.name,
+            "symbol": self.symbols[si],
+            "venue_symbol": self.venue_symbol(si),
+            "update_id": book.update_id,
+            "sim_time_us": self.now_us(),
+            "bids": [[fp(si, p), fq(si, q)] for p, q in book.top(BID, depth)],
+            "asks": [[fp(si, p), fq(si, q)] for p, q in book.top(ASK, depth)],
+        }
+
     def fmt_price(self, units: int) -> str:
         return fmt_units(units, self.price_decimals)
 
@@ -162,10 +212,17 @@ class Venue:
     def fmt_trade_id(self, si: int, trade_id: int) -> str:
         return str(trade_id)
 
+    def fmt_trade_price(self, si: int, units: int) -> str:
+        """A trade price as the venue prints it (what the ground truth holds)."""
+        return self.fmt_price(units)
+
+    def fmt_trade_qty(self, si: int, units: int) -> str:
+        return self.fmt_qty(units)
+
     def ground_truth_lines(self, si: int, i0: int, i1: int) -> str:
         tape = self.tapes[si]
         prefix = f"{self.name},{self.symbols[si]},"
-        fp, fq, ft = self.fmt_price, self.fmt_qty, self.fmt_trade_id
+        fp, fq, ft = self.fmt_trade_price, self.fmt_trade_qty, self.fmt_trade_id
         ids, ts, px, qty, side = tape.ids, tape.ts, tape.px, tape.qty, tape.side
         sides = ("sell\n", "buy\n")
         pc: dict[int, str] = {}
@@ -174,8 +231,8 @@ class Venue:
             p = px[i]
             ps = pc.get(p)
             if ps is None:
-                ps = pc[p] = fp(p)
-            out.append(f"{prefix}{ft(si, ids[i])},{ts[i]},{ps},{fq(qty[i])},{sides[side[i]]}")
+                ps = pc[p] = fp(si, p)
+            out.append(f"{prefix}{ft(si, ids[i])},{ts[i]},{ps},{fq(si, qty[i])},{sides[side[i]]}")
         return "".join(out)
 
     # ------------------------------------------------------------------ symbols
@@ -217,7 +274,13 @@ class Venue:
             self._t_prev_us = max(self._t_prev_us, self.sim.clock.now_us(mono))
 
     def tick(self, mono: float) -> int:
-        """Generate the trades due at wall time ``mono`` and hand them to the venue to send."""
+        """Generate the trades due at wall time ``mono``, advance the books, hand the trades to
+        the venue to send, then run the venue's timers."""
+        produced = self._generate(mono)
+        self.periodic(mono)
+        return produced
+
+    def _generate(self, mono: float) -> int:
         if self.paused or self.ended or self.rate <= 0:
             return 0
         wall = mono
@@ -243,8 +306,11 @@ class Venue:
             ranges: dict[int, tuple[int, int, int, int]] = {}
             withheld: dict[int, list[tuple[int, int, int | None]]] = {}
             skips = self.faults.skips
+            books = self.books
             for si, i0, i1, o0, o1 in out:
                 ranges[si] = (i0, i1, o0, o1)
+                if books:
+                    books[si].apply_orders(self.tapes[si], o0, o1)
                 if skips and si in skips:
                     w = self.faults.take_skips(si, i0, i1, self.tapes[si].ids)
                     if w:
@@ -478,6 +544,7 @@ class Venue:
         app.router.add_post("/_sim/flush", self._h_flush)
         app.router.add_post("/_sim/pause", self._h_pause)
         app.router.add_post("/_sim/resume", self._h_resume)
+        app.router.add_get("/_sim/book", self._h_book)
 
     @staticmethod
     def _json(obj: Any, status: int = 200) -> web.Response:
@@ -492,6 +559,19 @@ class Venue:
         except (FaultError, orjson.JSONDecodeError, ValueError, TypeError) as exc:
             return self._json({"ok": False, "error": str(exc)}, status=400)
         return self._json({"ok": True, "fault": rec})
+
+    async def _h_book(self, request: web.Request) -> web.Response:
+        if not self.books:
+            return self._json({"ok": False, "error": f"{self.name}: books are disabled"}, status=400)
+        si = self.symbol_index(request.query.get("symbol"))
+        if si is None:
+            return self._json({"ok": False, "error": f"unknown symbol {request.query.get('symbol')!r}"}, status=400)
+        depth = request.query.get("depth")
+        try:
+            d = int(depth) if depth else None
+        except ValueError:
+            return self._json({"ok": False, "error": "depth must be an integer"}, status=400)
+        return self._json(self.book_view(si, d))
 
     async def _h_stats(self, request: web.Request) -> web.Response:
         return self._json(self.stats())
@@ -523,7 +603,7 @@ class Venue:
                 "last_trade_id": tape.ids[-1] if n else None,
                 "next_trade_id": self.gen.states[si].next_id,
                 "last_ts_us": tape.ts[-1] if n else None,
-                "last_price": self.fmt_price(tape.px[-1]) if n else None,
+                "last_price": self.fmt_trade_price(si, tape.px[-1]) if n else None,
             }
         return {
             "venue": self.name,
@@ -557,12 +637,43 @@ class Venue:
             {
                 "trade_id": self.fmt_trade_id(si, tape.ids[i]),
                 "ts_us": tape.ts[i],
-                "price": self.fmt_price(tape.px[i]),
-                "qty": self.fmt_qty(tape.qty[i]),
+                "price": self.fmt_trade_price(si, tape.px[i]),
+                "qty": self.fmt_trade_qty(si, tape.qty[i]),
                 "side": "buy" if tape.side[i] else "sell",
             }
             for i in range(start, stop)
         ]
+
+
+    def buckets(self, si: int, iv_us: int, lo_us: int | None = None, hi_us: int | None = None,
+                limit: int = 1000, newest_first: bool = True) -> list[tuple[int, int, int]]:
+        """Time buckets of ``iv_us`` with trades whose start lies in ``[lo_us, hi_us]`` (None =
+        open): ``[(bucket_start_us, i, j)]`` with trade indices ``[i, j)``, at most ``limit``,
+        the newest (``newest_first``) or the oldest ones first."""
+        ts = self.tapes[si].ts
+        n = len(ts)
+        hi_idx = n if hi_us is None else bisect_left(ts, hi_us - hi_us % iv_us + iv_us)
+        if lo_us is None:
+            lo_idx = 0
+        else:
+            lo_b = lo_us if lo_us % iv_us == 0 else lo_us - lo_us % iv_us + iv_us
+            lo_idx = bisect_left(ts, lo_b)
+        rows: list[tuple[int, int, int]] = []
+        if newest_first:
+            j = hi_idx
+            while j > lo_idx and len(rows) < limit:
+                b = ts[j - 1] - ts[j - 1] % iv_us
+                i = max(lo_idx, bisect_left(ts, b, 0, j))
+                rows.append((b, i, j))
+                j = i
+        else:
+            i = lo_idx
+            while i < hi_idx and len(rows) < limit:
+                b = ts[i] - ts[i] % iv_us
+                j = bisect_left(ts, b + iv_us, i, hi_idx)
+                rows.append((b, i, j))
+                i = j
+        return rows
 
 
 def canonical_ok(symbol: str) -> str:
