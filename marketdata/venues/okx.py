@@ -36,12 +36,16 @@ REPAIR_BY = "id"
 REPAIR_PAGE = 100
 LATENESS_US = 2_000_000
 
-OPTIONS: dict = {}
+OPTIONS = {"ping_interval": "seconds between our text pings (default 15; must stay under the venue's 30 s)"}
 
 
 def validate_options(options: dict) -> None:
-    if options:
-        raise ValueError(f"unknown option(s) {sorted(options)}; okx has none")
+    unknown = set(options) - set(OPTIONS)
+    if unknown:
+        raise ValueError(f"unknown option(s) {sorted(unknown)}; valid: {sorted(OPTIONS)}")
+    pi = options.get("ping_interval", KEEPALIVE_INTERVAL)
+    if not isinstance(pi, (int, float)) or not 0 < pi < 30:
+        raise ValueError(f"ping_interval must be a number of seconds in (0, 30), not {pi!r}")
 
 
 def to_venue_symbol(symbol: str) -> str:
@@ -80,7 +84,7 @@ def subscribe_messages(venue_symbols: list[str], options: dict, first_id: int = 
 
 
 def keepalive(options: dict, session: object = None) -> tuple[float, str]:
-    return KEEPALIVE_INTERVAL, "ping"
+    return float(options.get("ping_interval", KEEPALIVE_INTERVAL)), "ping"
 
 
 class Parser:
