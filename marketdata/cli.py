@@ -16,7 +16,8 @@ def main(argv: list[str] | None = None) -> int:
         "tail": "print ticks of EXCHANGE:SYMBOL as they arrive",
         "decode": "raw venue frames on stdin -> canonical ticks as JSON lines",
         "migrate": "apply the ClickHouse DDL in sql/",
-        "bench": "benchmark simulator -> connectors -> Redis -> persist -> ClickHouse",
+        "bench": "benchmark the pipeline (or with --bars, a 30-day bars_1m backfill)",
+        "backfill": "load trades from venue REST history for a range, then rebuild its bars",
     }
     if not argv or argv[0] in ("-h", "--help") or argv[0] not in commands:
         print("usage: marketdata COMMAND [options]\n\ncommands:")
@@ -88,8 +89,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"applied {', '.join(migrate(ch))} to {ch}")
         return 0
     if cmd == "bench":
+        if "--bars" in rest:
+            from .backfill.bench import main as bars_bench_main
+            return bars_bench_main(rest)
         from .bench import main as bench_main
         return bench_main(rest)
+    if cmd == "backfill":
+        from .backfill.cli import main as backfill_main
+        return backfill_main(rest)
     return 2
 
 

@@ -9,10 +9,14 @@ from __future__ import annotations
 
 import dagster as dg
 
-from .defs import bars
+from .defs import audit, backfill, bars, ingest, repair
 from .defs.resources import resource_defs
 
 defs: dg.Definitions = dg.Definitions.merge(
     bars.defs,
+    backfill.defs,
+    repair.defs,
+    ingest.defs,
+    audit.defs,
     dg.Definitions(resources=resource_defs()),
 )

@@ -66,7 +66,10 @@ def run(**kwargs):
 
 
 def check_eval(result):
-    (ev,) = result.get_asset_check_evaluations()
+    """The check's own result (in a range run: the summary over the range, without a partition;
+    the per-hour results it logs besides carry their hour)."""
+    evs = result.get_asset_check_evaluations()
+    (ev,) = [e for e in evs if e.partition is None] or evs
     assert ev.asset_check_key == CHECK_KEY
     return ev, {k: v.value for k, v in ev.metadata.items()}
 
@@ -74,16 +77,16 @@ def check_eval(result):
 def test_definitions_load():
     dg.Definitions.validate_loadable(defs)
     repo = defs.get_repository_def()
-    assert {a.key for a in defs.assets} == {dg.AssetKey("bars_1m")}
-    assert repo.asset_graph.get_check_keys_for_assets({dg.AssetKey("bars_1m")}) == {CHECK_KEY}
-    assert set(defs.resources) == {"clickhouse", "marketdata_config"}
+    assert dg.AssetKey("bars_1m") in {a.key for a in defs.assets}
+    assert CHECK_KEY in repo.asset_graph.get_check_keys_for_assets({dg.AssetKey("bars_1m")})
+    assert set(defs.resources) == {"clickhouse", "marketdata_config", "redis"}
     job = repo.get_job("bars_1m_job")
     assert job.partitions_def == hourly_partitions
     sched = repo.get_schedule_def("bars_1m_hourly")
     assert sched.cron_schedule == "5 * * * *" and sched.job_name == "bars_1m_job"
     spec = bars_1m.specs_by_key[dg.AssetKey("bars_1m")]
     assert spec.kinds == {"clickhouse"} and spec.group_name == "bars" and spec.description
-    assert bars_1m.backfill_policy == dg.BackfillPolicy.multi_run(max_partitions_per_run=24)
+    assert bars_1m.backfill_policy == dg.BackfillPolicy.multi_run(max_partitions_per_run=168)
     assert hourly_partitions.timezone == "UTC" and hourly_partitions.end_offset == 0
     # closed hours only: at 10:20 the last partition is 09:00
     with dg.partition_loading_context(effective_dt=datetime(2026, 3, 1, 10, 20, tzinfo=timezone.utc)):
@@ -143,6 +146,10 @@ def test_range_run_builds_every_hour_in_one_run(store):
         (180, 1, datetime(2026, 3, 1, 9), datetime(2026, 3, 1, 11))]
     ev, cm = check_eval(result)                      # in a range run the check covers the range
     assert ev.passed and cm["expected_bars"] == 180 and cm["hours"] == 3
+    hourly = sorted((e.partition, e.passed, e.metadata["expected_bars"].value)
+                    for e in result.get_asset_check_evaluations() if e.partition is not None)
+    assert hourly == [("2026-03-01-09:00", True, 60), ("2026-03-01-10:00", True, 60),
+                      ("2026-03-01-11:00", True, 60)]             # and records each hour's result
 
 
 def test_schedule_requests_the_hour_that_just_closed():

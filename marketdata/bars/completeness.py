@@ -31,8 +31,26 @@ def iso_hour(ts_us: int) -> str:
     return datetime.fromtimestamp(ts_us // US_PER_HOUR * 3600, tz=timezone.utc).strftime("%Y-%m-%dT%H:00Z")
 
 
+class Tally:
+    """Expected vs stored complete bars, and what follows from them (a mixin for the audits)."""
+    expected: int
+    stored: int
+
+    @property
+    def missing(self) -> int:
+        return self.expected - self.stored
+
+    @property
+    def completeness_pct(self) -> float:
+        return round(100.0 * self.stored / self.expected, 4) if self.expected else 100.0
+
+    @property
+    def passed(self) -> bool:
+        return self.stored == self.expected
+
+
 @dataclass
-class HourAudit:
+class HourAudit(Tally):
     exchange: str
     symbol: str
     hour_start_us: int
@@ -56,34 +74,16 @@ class HourAudit:
     def missing_minutes(self) -> list[str]:
         return [iso_minute(self.hour_start_us + m * US_PER_MINUTE) for m in self.missing_offsets]
 
-    @property
-    def passed(self) -> bool:
-        return self.stored == self.expected
-
-    @property
-    def completeness_pct(self) -> float:
-        return round(100.0 * self.stored / self.expected, 4) if self.expected else 100.0
 
 
 @dataclass
-class AuditTotals:
+class AuditTotals(Tally):
     hours: int
     pairs: int
     expected: int
     stored: int
     incomplete_hours: int                 # (pair, hour) cells with stored < expected
 
-    @property
-    def missing(self) -> int:
-        return self.expected - self.stored
-
-    @property
-    def completeness_pct(self) -> float:
-        return round(100.0 * self.stored / self.expected, 4) if self.expected else 100.0
-
-    @property
-    def passed(self) -> bool:
-        return self.stored == self.expected
 
 
 AUDIT_SQL = """

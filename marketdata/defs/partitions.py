@@ -11,7 +11,7 @@ from datetime import datetime, timezone
 
 import dagster as dg
 
-from ..clock import US_PER_HOUR
+from ..clock import US_PER_HOUR, now_us
 
 DEFAULT_BARS_START = "2026-01-01-00:00"
 HOUR_KEY_FORMAT = "%Y-%m-%d-%H:%M"
@@ -35,3 +35,11 @@ def time_window_us(window: dg.TimeWindow) -> tuple[int, int]:
 def hour_key(ts_us: int) -> str:
     """µs -> the hourly partition key containing it, e.g. '2026-01-01-03:00'."""
     return datetime.fromtimestamp(ts_us // US_PER_HOUR * 3600, tz=timezone.utc).strftime(HOUR_KEY_FORMAT)
+
+
+def partition_bounds_us(now: int | None = None) -> tuple[int, int]:
+    """[first hour, end of the last closed hour) of hourly_partitions, in µs: the hours that are
+    partitions now."""
+    first = int(hourly_partitions.start.timestamp()) * 1_000_000
+    now = now_us() if now is None else now
+    return first, now // US_PER_HOUR * US_PER_HOUR

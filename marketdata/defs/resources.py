@@ -8,6 +8,8 @@ carry a password, and it must never be stored in run config or shown in the UI.
     marketdata_config   MarketdataConfigResource: MARKETDATA_CONFIG (default ./marketdata.yaml);
                         a missing file means "no configured symbols" (builds then cover the pairs
                         present in the data)
+    redis               RedisResource: MARKETDATA_REDIS_URL when set, else the embedded server of
+                        the data dir (its URL file); MARKETDATA_REDIS_PASSWORD is read by the client
 """
 
 import os
@@ -17,8 +19,10 @@ from pathlib import Path
 import dagster as dg
 
 from ..bars.universe import Pair, pairs_from_config
-from ..config import load_config
+from ..config import Config, ConfigError, load_config
+from ..settings import redis_url
 from ..storage.clickhouse import ClickHouse
+from ..storage.redis import client as redis_client
 from ..storage.migrate import migrate
 
 DEFAULT_CONFIG_PATH = "marketdata.yaml"
@@ -60,6 +64,31 @@ class MarketdataConfigResource(dg.ConfigurableResource):
             return []
         return pairs_from_config(load_config(p, resolve_endpoints=False))
 
+    def config(self, *, resolve_endpoints: bool = False) -> Config | None:
+        """The parsed config (None when the file does not exist). With ``resolve_endpoints`` a
+        venue on the simulator gets the running simulator's URLs; if none is running, the venues
+        come back with empty URLs rather than an error."""
+        p = self.config_path()
+        if not p.exists():
+            return None
+        if resolve_endpoints:
+            try:
+                return load_config(p, resolve_endpoints=True)
+            except ConfigError:
+                pass
+        return load_config(p, resolve_endpoints=False)
+
+
+class RedisResource(dg.ConfigurableResource):
+    """The platform's Redis (streams, sequence state, health hashes of the running processes)."""
+
+    url: str | None = None            # None: settings.redis_url() at run time (env, then data dir)
+
+    def client(self):
+        """A new redis.Redis client with short timeouts (sensors must not hang on a dead Redis);
+        close it after use."""
+        return redis_client(self.url or redis_url(), socket_timeout=5, socket_connect_timeout=3)
+
 
 def _env(name: str) -> dg.EnvVar | None:
     return dg.EnvVar(name) if os.environ.get(name) else None
@@ -70,4 +99,5 @@ def resource_defs() -> dict[str, dg.ConfigurableResource]:
     return {
         "clickhouse": ClickHouseResource(url=_env("MARKETDATA_CLICKHOUSE_URL")),
         "marketdata_config": MarketdataConfigResource(path=_env("MARKETDATA_CONFIG")),
+        "redis": RedisResource(url=_env("MARKETDATA_REDIS_URL")),
     }

@@ -8,7 +8,8 @@ Facts this module encodes (see shared/reference/venues-*.md §1):
 - the server pings every 20 s and drops a client that has not ponged within 60 s (the websockets
   library answers pings); the connection lives at most 24 h;
 - REST `historicalTrades?fromId=` (<=1000) repairs by id; `aggTrades?fromId=` for aggTrade;
-  by time, `aggTrades?startTime=` gives the first trade id at a time (history_by_time_request);
+  to page by id from a time, `aggTrades?startTime=` gives the first trade id at it
+  (first_id_request / first_id_at);
 - REST weight: a budget per minute (exchangeInfo rateLimits), used weight in a response header,
   429/418 with Retry-After.
 - Symbols: BTCUSDT on REST and in payloads, btcusdt in stream names; base/quote only from
@@ -156,7 +157,7 @@ def history_by_id_request(venue_symbol: str, from_id: int, options: dict,
                        {"symbol": venue_symbol, "fromId": from_id, "limit": limit}, weight=25)
 
 
-def history_by_time_request(venue_symbol: str, start_us: int, options: dict) -> HttpRequest:
+def first_id_request(venue_symbol: str, start_us: int, options: dict) -> HttpRequest:
     """The first aggregate trade at or after start_us (aggTrades?startTime, the oldest first): its
     `f` (first trade id) or `a` (aggTrade id) is where paging by id starts (``first_id_at``)."""
     start_ms = -(-start_us // 1000)          # ceil: no trade before start_us
@@ -165,7 +166,7 @@ def history_by_time_request(venue_symbol: str, start_us: int, options: dict) -> 
 
 
 def first_id_at(body: Any, options: dict) -> int | None:
-    """Id to page from (history_by_id_request) for a history_by_time_request answer; None when
+    """Id to page from (history_by_id_request) for a first_id_request answer; None when
     no trade happened at or after the requested time yet."""
     if not isinstance(body, list):
         raise MalformedFrame(f"aggTrades response is not a list: {str(body)[:200]}")

@@ -1,8 +1,16 @@
 """The bars_1m asset: one hourly partition = every configured or observed pair, all venues.
 
-Range-aware: a run covering many hours (backfill policy multi_run(24): a day per run) rebuilds
-its whole time window with one INSERT ... SELECT. Always uses ``partition_time_window``, never
-``partition_key``, so single-hour runs and range runs share one code path.
+Range-aware: a run covering many hours rebuilds its whole time window with one INSERT ... SELECT.
+Always uses ``partition_time_window``, never ``partition_key``, so single-hour runs and range runs
+share one code path.
+
+Backfill policy: multi_run(168) -- a backfill launched from the asset graph runs as one run per
+week of hours (30 days = 5 runs, not 720). Measured with ``marketdata bench --bars`` (30 days x
+200 pairs, 2 cores, embedded ClickHouse, sqlite Dagster): a week per run 48 s, a day per run
+(30 runs) 74 s, single_run (one 720-hour INSERT) 62 s -- per-run overhead falls with fewer runs
+until one huge query gets slower per hour than several week-sized ones. A failed run costs at most
+a week of hours to retry. (Policies apply only to backfills launched from the asset graph or asset
+page, not from a job's page: reference notes §1.3.)
 """
 
 import warnings
@@ -17,6 +25,7 @@ from ..resources import ClickHouseResource, MarketdataConfigResource
 GROUP = "bars"
 OWNERS = ["team:marketdata"]
 POOL = "clickhouse"          # dagster.yaml caps concurrent steps on the (embedded) store
+HOURS_PER_BACKFILL_RUN = 168  # a week of hourly partitions per backfill run (see the module doc)
 
 with warnings.catch_warnings():
     # backfill_policy is "beta" in 1.13 (see reference notes §1.3); it is the documented way to get
@@ -25,7 +34,8 @@ with warnings.catch_warnings():
 
     @dg.asset(
         partitions_def=hourly_partitions,
-        backfill_policy=dg.BackfillPolicy.multi_run(max_partitions_per_run=24),
+        deps=[dg.AssetKey("raw_ticks")],   # lineage: ingest/<venue> -> raw_ticks -> bars_1m (defs/ingest)
+        backfill_policy=dg.BackfillPolicy.multi_run(max_partitions_per_run=HOURS_PER_BACKFILL_RUN),
         group_name=GROUP,
         owners=OWNERS,
         kinds={"clickhouse"},
