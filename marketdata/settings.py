@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
+from typing import Mapping
 
 CLICKHOUSE_DATABASE = "marketdata"
 
@@ -50,3 +51,21 @@ _SECRET_IN_URL = re.compile(r"(//[^:/@]*:)([^@]*)(@)")
 def redact(url: str) -> str:
     """A URL safe to log: any password replaced by ***."""
     return _SECRET_IN_URL.sub(r"\1***\3", url)
+
+
+def env_number(env: Mapping[str, str], name: str, default: float, *, minimum: float = 0.0,
+               integer: bool = False, positive: bool = False) -> float:
+    """A number from the environment, or the default when unset; a bad value fails with what to fix."""
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        v = int(raw) if integer else float(raw)
+    except ValueError:
+        kind = "an integer" if integer else "a number"
+        raise ValueError(f"{name}={raw!r} is not {kind}; unset it for the default ({default:g})") from None
+    if positive and v <= 0:
+        raise ValueError(f"{name}={raw!r} must be positive; unset it for the default ({default:g})")
+    if v < minimum:
+        raise ValueError(f"{name}={raw!r} must be >= {minimum:g}; unset it for the default ({default:g})")
+    return v

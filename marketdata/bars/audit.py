@@ -30,7 +30,8 @@ from typing import Any, Iterable, Mapping
 from ..clock import US_PER_HOUR
 from ..storage.clickhouse import ClickHouse
 from .completeness import HourAudit, Tally, audit_hours, missing_by_pair, totals
-from .watermark import env_number, contiguous_ranges, floor_hour
+from ..settings import env_number
+from .watermark import contiguous_ranges, floor_hour
 
 US_PER_DAY = 24 * US_PER_HOUR
 

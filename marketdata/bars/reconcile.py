@@ -35,7 +35,7 @@ from .. import venues as venue_registry
 from ..clock import US_PER_HOUR, US_PER_MINUTE
 from .completeness import iso_minute
 from .universe import Pair, normalize_pairs, pair_key, pairs_param
-from .watermark import env_number
+from ..settings import env_number
 
 ENV_TIMEOUT_S = "MARKETDATA_RECONCILE_TIMEOUT_S"
 ENV_VOLUME_REL_TOL = "MARKETDATA_RECONCILE_VOLUME_REL_TOL"

@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Iterable, Mapping
 
+from ..settings import env_number
 from ..clock import US_PER_HOUR
 from ..storage.clickhouse import ClickHouse
 from .universe import Pair, normalize_pairs, pairs_param
@@ -52,19 +53,6 @@ ENV_MAX_HOURS = "MARKETDATA_HOUR_CLOSE_MAX_HOURS"
 ENV_PARTIAL_KEEP_H = "MARKETDATA_HOUR_CLOSE_PARTIAL_KEEP_H"
 
 
-def env_number(env: Mapping[str, str], name: str, default: float, *, minimum: float = 0.0,
-             integer: bool = False) -> float:
-    raw = env.get(name)
-    if raw is None or raw.strip() == "":
-        return default
-    try:
-        v = int(raw) if integer else float(raw)
-    except ValueError:
-        kind = "an integer" if integer else "a number"
-        raise ValueError(f"{name}={raw!r} is not {kind}; unset it for the default ({default:g})") from None
-    if v < minimum:
-        raise ValueError(f"{name}={raw!r} must be >= {minimum:g}; unset it for the default ({default:g})")
-    return v
 
 
 @dataclass(frozen=True)

@@ -31,6 +31,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping
 
+from ..settings import env_number
 from ..stream import health_key
 
 ENV_STALE_S = "MARKETDATA_HEALTH_STALE_S"
@@ -40,17 +41,6 @@ ENV_PERSIST_MAX_LAG_MS = "MARKETDATA_HEALTH_PERSIST_MAX_LAG_MS"
 PERSIST_HEALTH_PATTERN = "md:health:{persist:*}"
 
 
-def _env_float(env: Mapping[str, str], name: str, default: float) -> float:
-    raw = env.get(name)
-    if raw is None or raw.strip() == "":
-        return default
-    try:
-        v = float(raw)
-    except ValueError:
-        raise ValueError(f"{name}={raw!r} is not a number; unset it for the default ({default:g})") from None
-    if v <= 0:
-        raise ValueError(f"{name}={raw!r} must be positive; unset it for the default ({default:g})")
-    return v
 
 
 @dataclass(frozen=True)
@@ -63,9 +53,9 @@ class HealthBounds:
     def from_env(cls, env: Mapping[str, str] | None = None) -> "HealthBounds":
         env = os.environ if env is None else env
         d = cls()
-        return cls(stale_s=_env_float(env, ENV_STALE_S, d.stale_s),
-                   max_lag_ms=_env_float(env, ENV_MAX_LAG_MS, d.max_lag_ms),
-                   persist_max_lag_ms=_env_float(env, ENV_PERSIST_MAX_LAG_MS, d.persist_max_lag_ms))
+        return cls(stale_s=env_number(env, ENV_STALE_S, d.stale_s, positive=True),
+                   max_lag_ms=env_number(env, ENV_MAX_LAG_MS, d.max_lag_ms, positive=True),
+                   persist_max_lag_ms=env_number(env, ENV_PERSIST_MAX_LAG_MS, d.persist_max_lag_ms, positive=True))
 
 
 @dataclass(frozen=True)

@@ -48,7 +48,7 @@ from .book import ASK, BID
 from .conn import HDR, WSConnection, text_header
 from .faults import FaultError
 from .generator import SCALE, split_canonical
-from .venue import SliceInfo, Venue, fmt_units
+from .venue import SliceInfo, Venue, fmt_units, VenueRestError
 
 _M = ("true", "false")  # indexed by taker side: sell(0) -> buyer is maker
 _KIND_TRADE = 0
@@ -69,12 +69,8 @@ _WEIGHTS = {
 }
 
 
-class BinanceError(Exception):
-    def __init__(self, code: int, msg: str, status: int = 400) -> None:
-        super().__init__(msg)
-        self.code = code
-        self.msg = msg
-        self.status = status
+class BinanceError(VenueRestError):
+    pass
 
 
 class _BState:

@@ -61,7 +61,7 @@ from .book import ASK, BID
 from .conn import HDR, WSConnection, text_header
 from .faults import FaultError
 from .generator import SCALE, split_canonical
-from .venue import SliceInfo, Venue, decimals_of, fmt_units, strip_zeros
+from .venue import SliceInfo, Venue, decimals_of, fmt_units, strip_zeros, VenueRestError
 
 _TYPES = {
     "1min": 60, "3min": 180, "5min": 300, "15min": 900, "30min": 1800, "1hour": 3600, "2hour": 7200,
@@ -76,12 +76,8 @@ def _object_id(ts_us: int, x: int) -> str:
     return "%08x%016x" % ((ts_us // 1_000_000) & 0xFFFFFFFF, (x * 0x9E3779B97F4A7C15) & _MASK)
 
 
-class KucoinError(Exception):
-    def __init__(self, code: str, msg: str, status: int = 400) -> None:
-        super().__init__(msg)
-        self.code = code
-        self.msg = msg
-        self.status = status
+class KucoinError(VenueRestError):
+    pass
 
 
 class _Token:

@@ -58,7 +58,7 @@ from .book import ASK, BID, okx_checksum
 from .conn import HDR, WSConnection, text_header
 from .faults import FaultError
 from .generator import SCALE, split_canonical
-from .venue import SliceInfo, Venue, decimals_of, fmt_units, strip_zeros
+from .venue import SliceInfo, Venue, decimals_of, fmt_units, strip_zeros, VenueRestError
 
 _BARS = {
     "1s": 1, "1m": 60, "3m": 180, "5m": 300, "15m": 900, "30m": 1800, "1H": 3600, "2H": 7200, "4H": 14400,
@@ -69,12 +69,8 @@ _BUSINESS_CHANNELS = {"trades-all"}
 _SIDE = ("sell", "buy")
 
 
-class OkxError(Exception):
-    def __init__(self, code: str, msg: str, status: int = 400) -> None:
-        super().__init__(msg)
-        self.code = code
-        self.msg = msg
-        self.status = status
+class OkxError(VenueRestError):
+    pass
 
 
 class _OState:

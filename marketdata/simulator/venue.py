@@ -56,6 +56,16 @@ def fmt_units(units: int, decimals: int = 8) -> str:
     return f"{u // d}.{u % d:0{decimals}d}" if decimals else str(u)
 
 
+class VenueRestError(Exception):
+    """An error a venue's REST answers with its own code and message (and HTTP status)."""
+
+    def __init__(self, code, msg: str, status: int = 400) -> None:
+        super().__init__(msg)
+        self.code = code
+        self.msg = msg
+        self.status = status
+
+
 class SliceInfo:
     """The trades one generation step produced, for the venue to encode and send."""
 
