@@ -98,6 +98,15 @@ class Pipeline:
         wait_for(lambda: self.health(field) >= at_least, timeout, f"{self.venue} health {field} >= {at_least}",
                  on_timeout=self.diagnostics)
 
+    def inject(self, **fault) -> dict:
+        """A connection fault, retried until the simulator applied it to an open connection (one
+        injected while the connector is between connections hits nothing and changes nothing)."""
+        def attempt():
+            f = self.sim.fault(self.venue, **fault)["fault"]
+            return f if f["applied_to"] else None
+        return wait_for(attempt, 30, f"{fault['kind']} applied to an open connection", interval=0.2,
+                        on_timeout=self.diagnostics)
+
     def sim_now(self) -> int:
         return self.sim.stats(self.venue)["sim_time_us"]
 
@@ -140,15 +149,15 @@ def test_end_to_end_with_faults_matches_ground_truth(venue, pipeline_factory, cl
     assert p.sim_now() < HOUR, "the connector must be subscribed before the audited hour starts"
     wait_for(lambda: p.sim_now() >= HOUR + 2 * US_PER_MINUTE, 60, "sim time 10:02")
     faults = []
-    faults.append(p.sim.fault(venue, kind="silent_drop")["fault"])
+    faults.append(p.inject(kind="silent_drop"))
     p.wait_health("reconnects", 1)
-    faults.append(p.sim.fault(venue, kind="close")["fault"])
+    faults.append(p.inject(kind="close"))
     p.wait_health("reconnects", 2)
     p.wait_health("connections", 1)
     faults.append(p.sim.fault(venue, kind="skip_ids", symbol="BTC-USDT", count=25)["fault"])
     p.wait_health("gaps_repaired", p.health("gaps_repaired") + 1)
-    faults.append(p.sim.fault(venue, kind="malformed", count=3)["fault"])
-    faults.append(p.sim.fault(venue, kind="unknown_symbol")["fault"])
+    faults.append(p.inject(kind="malformed", count=3))
+    faults.append(p.inject(kind="unknown_symbol"))
     p.wait_health("malformed", 3)
     p.wait_health("unknown_symbols", 1)
     assert all(HOUR <= f["sim_time_us"] < HOUR_END for f in faults), \
@@ -222,7 +231,7 @@ def test_binance_without_repair_audit_names_exactly_the_gap_minutes(pipeline_fac
     p.sim.fault("binance", kind="skip_ids", symbol="BTC-USDT", count=40)
     p.wait_health("gaps_unrepairable", 1)
     wait_for(lambda: p.sim_now() >= HOUR + 35 * US_PER_MINUTE, 60, "sim time 10:35")
-    p.sim.fault("binance", kind="close")
+    p.inject(kind="close")
     p.wait_health("reconnects", 1)
     p.wait_hour_persisted()
 
