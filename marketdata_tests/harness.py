@@ -20,7 +20,7 @@ from marketdata.procs import default_signals
 REPO = Path(__file__).resolve().parents[1]
 
 
-def wait_for(cond: Callable[[], object], timeout: float, what: str, interval: float = 0.1,
+def wait_for(cond: Callable[[], object], timeout: float = 20.0, what: str = "condition", interval: float = 0.1,
              on_timeout: Callable[[], str] | None = None):
     """Poll `cond` until it returns a truthy value; fail with `what` (and diagnostics) at the deadline."""
     deadline = time.monotonic() + timeout

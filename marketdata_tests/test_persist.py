@@ -28,6 +28,8 @@ from marketdata.storage.redis import EmbeddedRedis, client
 from marketdata.stream import PERSIST_GROUP, STREAMS_SET, Gap, encode_entry, health_key, stream_key
 from marketdata.tick import Tick
 
+from .harness import wait_for
+
 BASE_US = 1_700_000_000_000_000
 REPO = Path(__file__).resolve().parents[1]
 
@@ -64,17 +66,6 @@ def r(redis_server):
     c = client(redis_server.url)
     yield c
     c.close()
-
-
-def wait_for(cond, timeout: float = 20.0, what: str = "condition", interval: float = 0.02):
-    deadline = time.monotonic() + timeout
-    while True:
-        v = cond()
-        if v:
-            return v
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(interval)
 
 
 def trades(exchange: str, symbol: str, start: int, n: int, price: str = "100.5") -> list[Tick]:

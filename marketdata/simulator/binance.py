@@ -565,22 +565,11 @@ class BinanceVenue(Venue):
         except ValueError:
             return None
 
-    @staticmethod
-    def _int(request: web.Request, name: str, default: int | None = None) -> int | None:
-        v = request.query.get(name)
-        if v is None or v == "":
-            return default
-        if not v.lstrip("-").isdigit() or len(v) > 20:
-            raise BinanceError(-1100, f"Illegal characters found in parameter '{name}'; legal range is "
-                                      "'^[0-9]{1,20}$'.")
-        return int(v)
+    signed_query_ints = True
 
-    def _limit(self, request: web.Request, default: int, maximum: int) -> int:
-        limit = self._int(request, "limit", default)
-        if limit is None or limit <= 0:
-            return default
-        return min(limit, maximum)
-
+    def bad_param(self, name: str) -> Exception:
+        return BinanceError(-1100, f"Illegal characters found in parameter '{name}'; legal range is "
+                                   "'^[0-9]{1,20}$'.")
     # ------------------------------------------------------------------ REST endpoints
     def _r_ping(self, request: web.Request) -> Any:
         return {}
@@ -673,14 +662,14 @@ class BinanceVenue(Venue):
 
     def _r_trades(self, request: web.Request) -> Any:
         si = self._sym(request)
-        limit = self._limit(request, 500, 1000)
+        limit = self.query_limit(request, 500, 1000)
         n = len(self.tapes[si])
         return self._trade_rows(si, max(0, n - limit), n)
 
     def _r_historical_trades(self, request: web.Request) -> Any:
         si = self._sym(request)
-        limit = self._limit(request, 500, 1000)
-        from_id = self._int(request, "fromId")
+        limit = self.query_limit(request, 500, 1000)
+        from_id = self.query_int(request, "fromId")
         tape = self.tapes[si]
         n = len(tape)
         if from_id is None:
@@ -705,10 +694,10 @@ class BinanceVenue(Venue):
 
     def _r_agg_trades(self, request: web.Request) -> Any:
         si = self._sym(request)
-        limit = self._limit(request, 500, 1000)
-        from_id = self._int(request, "fromId")
-        start = self._int(request, "startTime")
-        end = self._int(request, "endTime")
+        limit = self.query_limit(request, 500, 1000)
+        from_id = self.query_int(request, "fromId")
+        start = self.query_int(request, "startTime")
+        end = self.query_int(request, "endTime")
         tape = self.tapes[si]
         n_orders = len(tape.order_start)
         first = tape.spec.first_order_id
@@ -756,9 +745,9 @@ class BinanceVenue(Venue):
         if interval not in _INTERVALS_S:
             raise BinanceError(-1120, "Invalid interval.")
         iv = _INTERVALS_S[interval] * 1_000_000
-        limit = self._limit(request, 500, 1000)
-        start = self._int(request, "startTime")
-        end = self._int(request, "endTime")
+        limit = self.query_limit(request, 500, 1000)
+        start = self.query_int(request, "startTime")
+        end = self.query_int(request, "endTime")
         ts = self.tapes[si].ts
         n = len(ts)
         # a kline is returned when its open time lies in [startTime, endTime]
@@ -785,7 +774,7 @@ class BinanceVenue(Venue):
 
     def _r_depth(self, request: web.Request) -> Any:
         si = self._sym(request)
-        limit = self._limit(request, 100, 5000)
+        limit = self.query_limit(request, 100, 5000)
         if not self.books:
             raise BinanceError(-1000, "An unknown error occurred while processing the request.", 500)
         book = self.books[si]

@@ -483,15 +483,8 @@ class KucoinVenue(Venue):
             raise KucoinError("400100", "This pair is not provided at present")
         return self.symbols.index(name)
 
-    @staticmethod
-    def _int(request: web.Request, name: str) -> int | None:
-        v = request.query.get(name)
-        if v is None or v == "":
-            return None
-        if not v.isdigit() or len(v) > 20:
-            raise KucoinError("400100", f"Parameter {name} is invalid")
-        return int(v)
-
+    def bad_param(self, name: str) -> Exception:
+        return KucoinError("400100", f"Parameter {name} is invalid")
     # ------------------------------------------------------------------ REST endpoints
     def _r_bullet(self, request: web.Request) -> Any:
         path = self.endpoint_paths[self.tokens_issued % len(self.endpoint_paths)]
@@ -539,8 +532,8 @@ class KucoinVenue(Venue):
         if typ not in _TYPES:
             raise KucoinError("400100", "Parameter type is invalid")
         iv = _TYPES[typ] * 1_000_000
-        start = self._int(request, "startAt") or 0
-        end = self._int(request, "endAt") or 0
+        start = self.query_int(request, "startAt") or 0
+        end = self.query_int(request, "endAt") or 0
         hi = end * 1_000_000 if end else self.now_us()
         lo = start * 1_000_000 if start else None
         tape = self.tapes[si]

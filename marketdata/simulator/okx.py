@@ -486,23 +486,10 @@ class OkxVenue(Venue):
             raise OkxError("51001", "Instrument ID does not exist")
         return si
 
-    @staticmethod
-    def _int(request: web.Request, name: str) -> int | None:
-        v = request.query.get(name)
-        if v is None or v == "":
-            return None
-        if not v.isdigit() or len(v) > 20:
-            raise OkxError("51000", f"Parameter {name} error")
-        return int(v)
+    nonpositive_limit_is_error = True
 
-    def _limit(self, request: web.Request, default: int, maximum: int) -> int:
-        v = self._int(request, "limit")
-        if v is None:
-            return default
-        if v <= 0:
-            raise OkxError("51000", "Parameter limit error")
-        return min(v, maximum)
-
+    def bad_param(self, name: str) -> Exception:
+        return OkxError("51000", f"Parameter {name} error")
     # ------------------------------------------------------------------ REST endpoints
     def _r_time(self, request: web.Request) -> Any:
         return [{"ts": str(self.now_us() // 1000)}]
@@ -549,7 +536,7 @@ class OkxVenue(Venue):
 
     def _r_trades(self, request: web.Request) -> Any:
         si = self._inst(request)
-        limit = self._limit(request, 100, 500)
+        limit = self.query_limit(request, 100, 500)
         n = len(self.tapes[si])
         return self._rows(si, range(n - 1, max(0, n - limit) - 1, -1))
 
@@ -558,9 +545,9 @@ class OkxVenue(Venue):
         typ = request.query.get("type", "1") or "1"
         if typ not in ("1", "2"):
             raise OkxError("51000", "Parameter type error")
-        limit = self._limit(request, 100, 100)
-        after = self._int(request, "after")
-        before = self._int(request, "before")
+        limit = self.query_limit(request, 100, 100)
+        after = self.query_int(request, "after")
+        before = self.query_int(request, "before")
         tape = self.tapes[si]
         n = len(tape)
         if typ == "1":
@@ -581,9 +568,9 @@ class OkxVenue(Venue):
         if bar not in _BARS:
             raise OkxError("51000", "Parameter bar error")
         iv = _BARS[bar] * 1_000_000
-        limit = self._limit(request, 100, maximum)
-        after = self._int(request, "after")
-        before = self._int(request, "before")
+        limit = self.query_limit(request, 100, maximum)
+        after = self.query_int(request, "after")
+        before = self.query_int(request, "before")
         now = self.now_us()
         hi = None if after is None else after * 1000 - 1
         lo = None if before is None else before * 1000 + 1
@@ -610,7 +597,7 @@ class OkxVenue(Venue):
 
     def _r_books(self, request: web.Request) -> Any:
         si = self._inst(request)
-        sz = self._int(request, "sz") or 1
+        sz = self.query_int(request, "sz") or 1
         sz = min(sz, 400)
         if not self.books:
             raise OkxError("50001", "Service temporarily unavailable, please try again later.", 503)

@@ -174,6 +174,33 @@ class Venue:
         """``malformed``, ``unknown_symbol``, ``notice`` on one connection."""
         raise FaultError(f"{self.name} does not implement fault {kind!r}")
 
+    # Query parameters as REST endpoints read them; a bad one is answered in the venue's own words.
+    signed_query_ints = False
+    nonpositive_limit_is_error = False     # OKX rejects limit <= 0; Binance falls back to the default
+
+    def bad_param(self, name: str) -> Exception:
+        """The venue's error for a malformed parameter (a VenueRestError subclass)."""
+        return VenueRestError("400", f"Parameter {name} is invalid")
+
+    def query_int(self, request: web.Request, name: str, default: int | None = None) -> int | None:
+        v = request.query.get(name)
+        if v is None or v == "":
+            return default
+        digits = v[1:] if self.signed_query_ints and v.startswith("-") else v
+        if not digits.isdigit() or len(v) > 20:
+            raise self.bad_param(name)
+        return int(v)
+
+    def query_limit(self, request: web.Request, default: int, maximum: int) -> int:
+        limit = self.query_int(request, "limit", default)
+        if limit is None:
+            return default
+        if limit <= 0:
+            if self.nonpositive_limit_is_error:
+                raise self.bad_param("limit")
+            return default
+        return min(limit, maximum)
+
     def rest_error(self, status: int, retry_after: float | None) -> web.Response:
         headers = {"Retry-After": str(int(retry_after))} if retry_after is not None else {}
         return web.json_response({"error": "simulated failure"}, status=status, headers=headers)
