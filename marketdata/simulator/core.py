@@ -23,13 +23,30 @@ from .venue import Venue, canonical_ok
 log = logging.getLogger(__name__)
 
 
-def _venue_classes() -> dict[str, type[Venue]]:
-    from .binance import BinanceVenue
-    from .kraken import KrakenVenue
-    from .kucoin import KucoinVenue
-    from .okx import OkxVenue
+# venue -> (module under marketdata.simulator, class). A venue is served once its module exists.
+_VENUES = {
+    "binance": ("binance", "BinanceVenue"),
+    "okx": ("okx", "OkxVenue"),
+    "kucoin": ("kucoin", "KucoinVenue"),
+    "kraken": ("kraken", "KrakenVenue"),
+    "coinbase": ("coinbase", "CoinbaseVenue"),
+    "bybit": ("bybit", "BybitVenue"),
+    "bitfinex": ("bitfinex", "BitfinexVenue"),
+    "gateio": ("gateio", "GateioVenue"),
+    "bitstamp": ("bitstamp", "BitstampVenue"),
+    "alpaca": ("alpaca", "AlpacaVenue"),
+}
 
-    return {"binance": BinanceVenue, "okx": OkxVenue, "kucoin": KucoinVenue, "kraken": KrakenVenue}
+
+def _venue_classes() -> dict[str, type[Venue]]:
+    import importlib
+    import importlib.util
+
+    out = {}
+    for name, (mod, cls) in _VENUES.items():
+        if importlib.util.find_spec(f"{__package__}.{mod}") is not None:
+            out[name] = getattr(importlib.import_module(f"{__package__}.{mod}"), cls)
+    return out
 
 
 #: venues this simulator can serve

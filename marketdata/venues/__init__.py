@@ -4,20 +4,30 @@ sequence rules, REST history), declared in one place. No loops here: the ingest 
 from __future__ import annotations
 
 import importlib
+import importlib.util
 from types import ModuleType
 
 # venue id -> module name under marketdata.venues
+# (a venue is offered once its module exists)
 _MODULES = {
     "binance": "binance",
     "okx": "okx",
+    "kucoin": "kucoin",
+    "kraken": "kraken",
+    "coinbase": "coinbase",
+    "bybit": "bybit",
+    "bitfinex": "bitfinex",
+    "gateio": "gateio",
+    "bitstamp": "bitstamp",
+    "alpaca": "alpaca",
 }
 
 
 def names() -> list[str]:
-    return list(_MODULES)
+    return [n for n, m in _MODULES.items() if importlib.util.find_spec(f"{__name__}.{m}") is not None]
 
 
 def get(name: str) -> ModuleType:
-    if name not in _MODULES:
-        raise KeyError(f"unknown venue {name!r}; valid venues: {', '.join(_MODULES)}")
+    if name not in names():
+        raise KeyError(f"unknown venue {name!r}; valid venues: {', '.join(names())}")
     return importlib.import_module(f"{__name__}.{_MODULES[name]}")
