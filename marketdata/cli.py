@@ -56,29 +56,48 @@ def main(argv: list[str] | None = None) -> int:
     if cmd == "decode":
         ap = argparse.ArgumentParser(prog="marketdata decode",
                                      description="Raw frames (one per line) on stdin -> ticks as JSON lines.")
-        ap.add_argument("--venue", required=True)
+        ap.add_argument("--venue", required=True,
+                        help="a venue id, or a protocol variant such as kraken-v1")
+        ap.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                        help="a venue option as in the config (repeatable)")
         ap.add_argument("--symbols", default=None,
                         help="canonical symbols to recognise, e.g. BTC-USDT,ETH-USDT (default: the config's)")
         ap.add_argument("--config", default=None)
         a = ap.parse_args(rest)
         from . import venues
-        if a.venue not in venues.names():
-            print(f"marketdata decode: unknown venue {a.venue!r}; valid: {', '.join(venues.names())}", file=sys.stderr)
+        import yaml
+
+        from .tools import DECODE_VARIANTS, decode
+        venue, options = DECODE_VARIANTS.get(a.venue, (a.venue, {}))
+        options = dict(options)
+        if venue not in venues.names():
+            valid = venues.names() + [v for v, (base, _) in DECODE_VARIANTS.items() if base in venues.names()]
+            print(f"marketdata decode: unknown venue {a.venue!r}; valid: {', '.join(valid)}", file=sys.stderr)
             return 2
+        for kv in a.option:
+            k, sep, v = kv.partition("=")
+            if not sep:
+                print(f"marketdata decode: --option expects KEY=VALUE, not {kv!r}", file=sys.stderr)
+                return 2
+            options[k] = yaml.safe_load(v)
         symbols: list[str] = []
-        options: dict = {}
         if a.symbols:
             symbols = [s.strip() for s in a.symbols.split(",") if s.strip()]
         else:
             from .config import ConfigError, load_config
             try:
                 cfg = load_config(a.config, resolve_endpoints=False)
-                if a.venue in cfg.venues:
-                    symbols, options = cfg.venues[a.venue].symbols, cfg.venues[a.venue].options
+                if venue in cfg.venues:
+                    symbols = cfg.venues[venue].symbols
+                    options = {**cfg.venues[venue].options, **options}
             except ConfigError:
                 pass
-        from .tools import decode
-        counts = decode(a.venue, symbols, options=options)
+        try:
+            venues.get(venue).validate_options(options)
+        except ValueError as e:
+            print(f"marketdata decode: {venue}: {e}", file=sys.stderr)
+            return 2
+        counts = decode(venue, symbols, options=options)
         print(f"{a.venue}: {counts['frames']} frames, {counts['ticks']} ticks, {counts['malformed']} malformed, "
               f"{counts['unknown_symbol']} unknown symbol", file=sys.stderr)
         return 0

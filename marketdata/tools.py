@@ -45,6 +45,10 @@ def tail(target: str, *, from_start: bool = False, count: int | None = None, out
     return 0
 
 
+# `marketdata decode --venue NAME` for a protocol variant of a venue: NAME -> (venue, options)
+DECODE_VARIANTS = {"kraken-v1": ("kraken", {"protocol": "v1"})}
+
+
 def decode(venue: str, symbols: list[str], inp: IO = sys.stdin, out: IO = sys.stdout,
            err: IO = sys.stderr, options: dict | None = None) -> dict:
     """Read raw frames (one per line, as received) and print canonical ticks as JSON lines, with the

@@ -68,7 +68,7 @@ class Pipeline:
     def __init__(self, tmp: Path, redis_url: str, ch, *, repair: bool = True, rate: int = 2000,
                  venue: str = "binance", sim_args: list[str] | None = None, options: dict | None = None,
                  venue_config: dict | None = None, symbols: list[str] | None = None, seed: int = 11,
-                 hour: int = HOUR, speed: float = SPEED):
+                 hour: int = HOUR, speed: float = SPEED, env: dict | None = None):
         self.tmp, self.ch, self.venue = tmp, ch, venue
         self.hour, self.hour_end = hour, hour + US_PER_HOUR    # the audited hour
         self.symbols = symbols = symbols or SYMBOLS
@@ -77,7 +77,7 @@ class Pipeline:
         self.logs = tmp / "logs"
         self.logs.mkdir()
         self.truth_path = tmp / "truth.csv"
-        env = platform_env(tmp, redis_url, ch.url)
+        env = {**platform_env(tmp, redis_url, ch.url), **(env or {})}     # env: e.g. venue API keys
         self.sim = SimProc(["simulate", "--venues", venue, "--symbols", ",".join(symbols), *sim_args,
                             "--rate", str(rate), "--seed", str(seed), "--start", _iso(hour - 5 * US_PER_MINUTE),
                             "--speed", str(speed), "--end", _iso(self.hour_end + 2 * US_PER_MINUTE),
@@ -165,7 +165,7 @@ def check_ticks(p: Pipeline, ch, *, allow_unrepairable: bool = False, min_trades
     stored twice, none is lost -- except, with `allow_unrepairable`, trades inside a gap recorded
     unrepairable (and then only there). Returns the truth, the gap rows and the lost trades."""
     venue = p.venue
-    truth = read_truth(p.truth_path, p.hour, p.hour_end)
+    truth = {k: v for k, v in read_truth(p.truth_path, p.hour, p.hour_end).items() if k[0] == venue}
     assert sum(len(v) for v in truth.values()) > min_trades
     with ch.session() as c:
         rows = c.query("SELECT exchange, symbol, trade_id, trade_count, ts_us, toString(close), toString(volume), side"

@@ -75,6 +75,30 @@ def test_decode_prints_canonical_ticks_and_reports_bad_frames():
     assert "5 frames, 2 ticks, 1 malformed, 1 unknown symbol" in r.stderr
 
 
+def test_decode_okx_aggregated_trades_and_text_pong():
+    frames = "\n".join([
+        '{"arg":{"channel":"trades","instId":"BTC-USDT"},"data":[{"instId":"BTC-USDT","tradeId":"130639474",'
+        '"px":"42219.9","sz":"0.12060306","side":"buy","ts":"1630048897897","count":"3"}]}',
+        "pong",
+        '{"event":"subscribe","arg":{"channel":"trades","instId":"BTC-USDT"},"id":"1"}',
+        '{"arg":{"channel":"trades","instId":"BTC-USDT"},"data":[{"instId":"BTC-USDT"}]}',
+    ]) + "\n"
+    r = run_cli(["decode", "--venue", "okx", "--symbols", "BTC-USDT"], stdin=frames)
+    assert r.returncode == 0, r.stderr
+    (t,) = [orjson.loads(line) for line in r.stdout.splitlines()]
+    assert (t["trade_id"], t["trade_count"], t["ts_us"], t["close"], t["side"]) == \
+        ("130639474", 3, 1630048897897000, "42219.9", "buy")
+    assert "okx: malformed frame 4" in r.stderr
+    assert "4 frames, 1 ticks, 1 malformed" in r.stderr
+
+
+def test_decode_rejects_unknown_venues_and_bad_options():
+    r = run_cli(["decode", "--venue", "nope"], stdin="")
+    assert r.returncode == 2 and "unknown venue 'nope'" in r.stderr and "kraken-v1" in r.stderr
+    r = run_cli(["decode", "--venue", "okx", "--option", "ping_interval=99"], stdin="")
+    assert r.returncode == 2 and "ping_interval must be" in r.stderr
+
+
 def test_tail_prints_ticks_from_the_stream(tmp_path, redis_server, redis_client):
     ticks = [Tick.trade("binance", "BTC-USDT", 1_700_000_000_000_000 + i, "100.5", "0.1", "buy", str(i),
                         1_700_000_000_000_100 + i) for i in range(3)]
