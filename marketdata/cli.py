@@ -16,7 +16,7 @@ def main(argv: list[str] | None = None) -> int:
         "tail": "print ticks of EXCHANGE:SYMBOL as they arrive",
         "decode": "raw venue frames on stdin -> canonical ticks as JSON lines",
         "migrate": "apply the ClickHouse DDL in sql/",
-        "bench": "benchmark the pipeline (or with --bars, a 30-day bars_1m backfill)",
+        "bench": "benchmark the pipeline (--bars: a 30-day bars_1m backfill; --books: book resync time)",
         "backfill": "load trades from venue REST history for a range, then rebuild its bars",
     }
     if not argv or argv[0] in ("-h", "--help") or argv[0] not in commands:
@@ -111,6 +111,9 @@ def main(argv: list[str] | None = None) -> int:
         if "--bars" in rest:
             from .backfill.bench import main as bars_bench_main
             return bars_bench_main(rest)
+        if "--books" in rest:
+            from .books.bench import main as books_bench_main
+            return books_bench_main([a for a in rest if a != "--books"])
         from .bench import main as bench_main
         return bench_main(rest)
     if cmd == "backfill":

@@ -7,6 +7,7 @@
         endpoints: live           # per-venue override; or ws_url / rest_url explicitly
         options: {trade_stream: trade}
         repair: true
+        books: true               # keep order books, publish quotes (or a list of the symbols)
     simulator: {rate: 500, seed: 7}
 
 Mistakes fail at load with a message that names the bad value and what is valid.
@@ -42,6 +43,7 @@ class VenueConfig:
     idle_timeout: float | None = None      # None: the venue module's default
     max_lifetime: float | None = None      # rotate links after this many seconds (None: venue's)
     options: dict[str, Any] = field(default_factory=dict)
+    books: list[str] = field(default_factory=list)   # symbols whose order book is kept (and quoted)
 
 
 @dataclass
@@ -77,6 +79,29 @@ def _known(section: str, given: dict, allowed: set[str]) -> None:
     unknown = set(given) - allowed
     if unknown:
         raise ConfigError(f"{section}: unknown key(s) {sorted(unknown)}; valid keys: {sorted(allowed)}")
+
+
+def _books(where: str, name: str, raw: Any, symbols: list[str]) -> list[str]:
+    """``books: true`` (every symbol), ``false``, or a list of the venue's symbols."""
+    from .books import VENUES as BOOK_VENUES
+
+    if raw is False or raw is None:
+        return []
+    if raw is True:
+        chosen = list(symbols)
+    elif isinstance(raw, list) and raw:
+        chosen = [str(s) for s in raw]
+        unknown = [s for s in chosen if s not in symbols]
+        if unknown:
+            raise ConfigError(f"{where}: venues.{name}.books lists {unknown}, which are not in "
+                              f"venues.{name}.symbols {symbols}")
+    else:
+        raise ConfigError(f"{where}: venues.{name}.books must be true, false or a list of the venue's "
+                          f"symbols, not {raw!r}")
+    if name not in BOOK_VENUES:
+        raise ConfigError(f"{where}: venues.{name}.books: {name} has no order-book support; venues with "
+                          f"books: {', '.join(BOOK_VENUES)}")
+    return chosen
 
 
 def load_config(path: str | Path | None = None, *, resolve_endpoints: bool = True) -> Config:
@@ -116,7 +141,8 @@ def parse_config(raw: dict, *, path: Path | None = None, resolve_endpoints: bool
             raise ConfigError(f"{where}: unknown venue {name!r}; valid venues: {', '.join(registry.names())}")
         v = v or {}
         _known(f"{where}: venues.{name}", v, {"symbols", "endpoints", "ws_url", "rest_url", "repair",
-                                               "connections", "idle_timeout", "max_lifetime", "options", "enabled"})
+                                               "connections", "idle_timeout", "max_lifetime", "options", "enabled",
+                                               "books"})
         if v.get("enabled", True) is False:
             continue
         symbols = v.get("symbols")
@@ -153,13 +179,14 @@ def parse_config(raw: dict, *, path: Path | None = None, resolve_endpoints: bool
                 ws_url, rest_url = ws_url or sim_eps[name]["ws"], rest_url or sim_eps[name]["rest"]
             else:
                 ws_url, rest_url = ws_url or "", rest_url or ""
+        books = _books(where, name, v.get("books", False), [str(s) for s in symbols])
         conns = int(v.get("connections", 1))
         if conns not in (1, 2):
             raise ConfigError(f"{where}: venues.{name}.connections must be 1 or 2, not {conns}")
         venues[name] = VenueConfig(name=name, symbols=[str(s) for s in symbols], ws_url=ws_url,
                                    rest_url=rest_url, endpoints=eps, repair=bool(v.get("repair", True)),
                                    connections=conns, idle_timeout=v.get("idle_timeout"),
-                                   max_lifetime=v.get("max_lifetime"), options=options)
+                                   max_lifetime=v.get("max_lifetime"), options=options, books=books)
     if not venues:
         raise ConfigError(f"{where}: every venue is disabled")
     sim_raw = raw.get("simulator") or {}

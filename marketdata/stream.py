@@ -30,6 +30,7 @@ from .tick import Tick
 ENTRY_VERSION = b"1"
 PERSIST_GROUP = "persist"
 STREAMS_SET = "md:streams"          # every stream a connector has written, for consumers to find
+QUOTE_STREAMS_SET = "md:quote-streams"   # every quotes stream, kept apart so tick readers never see one
 
 
 def stream_key(exchange: str, symbol: str) -> str:
@@ -42,7 +43,13 @@ def sequence_key(exchange: str, symbol: str) -> str:
 
 
 def quotes_key(exchange: str, symbol: str) -> str:
+    """Stream of the symbol's best bid/ask (quote entries, see ``encode_quotes``)."""
     return f"md:{{{exchange}:{symbol}}}:quotes"
+
+
+def book_key(exchange: str, symbol: str) -> str:
+    """Hash with the symbol's order-book state: last update id, resync count, last resync time."""
+    return f"md:{{{exchange}:{symbol}}}:book"
 
 
 def health_key(exchange: str) -> str:
@@ -155,3 +162,63 @@ def decode_entry(fields: Mapping) -> Entry:
     if raw:
         entry.gaps = [Gap(**g) for g in orjson.loads(raw)]
     return entry
+
+
+# ---------------------------------------------------------------------------------- quotes
+#
+# Quote entry, version 1 (a quotes stream holds only these; all field values are bytes):
+#
+#     v   b"1"          x   exchange          s   canonical symbol
+#     q   orjson array of rows [ts_us, recv_us, bid_px, bid_qty, ask_px, ask_qty, update_id]
+#
+# One row per change of the best bid or ask, in book order. Prices and quantities are the venue's
+# decimal strings ("" for an empty side); update_id is the venue's book id after the change (0 for
+# a venue without one, Kraken). Readers refuse other versions rather than guess.
+
+QUOTE_ENTRY_VERSION = b"1"
+QUOTES_FIELD = b"q"
+
+
+@dataclass(slots=True)
+class Quote:
+    exchange: str
+    symbol: str
+    ts_us: int               # venue time of the book event that set this best bid/ask
+    recv_us: int
+    bid_px: str
+    bid_qty: str
+    ask_px: str
+    ask_qty: str
+    update_id: int = 0
+
+
+def encode_quotes(exchange: str, symbol: str, quotes: Iterable[Quote]) -> dict[bytes, bytes]:
+    rows = [[q.ts_us, q.recv_us, q.bid_px, q.bid_qty, q.ask_px, q.ask_qty, q.update_id] for q in quotes]
+    return {b"v": QUOTE_ENTRY_VERSION, b"x": exchange.encode(), b"s": symbol.encode(),
+            QUOTES_FIELD: orjson.dumps(rows)}
+
+
+def is_quote_entry(fields: Mapping) -> bool:
+    return _get(fields, QUOTES_FIELD) is not None
+
+
+def decode_quotes(fields: Mapping) -> list[Quote]:
+    """Decode one quote entry; raises ``EntryFormatError`` on anything it does not recognise."""
+    version = _get(fields, b"v")
+    if isinstance(version, str):
+        version = version.encode()
+    if version != QUOTE_ENTRY_VERSION:
+        raise EntryFormatError(f"quote entry version {version!r} is not supported (expected {QUOTE_ENTRY_VERSION!r})")
+    exchange, symbol, raw = _get(fields, b"x"), _get(fields, b"s"), _get(fields, QUOTES_FIELD)
+    if exchange is None or symbol is None or raw is None:
+        raise EntryFormatError("quote entry lacks exchange (x), symbol (s) or quotes (q)")
+    exchange = exchange.decode() if isinstance(exchange, bytes) else exchange
+    symbol = symbol.decode() if isinstance(symbol, bytes) else symbol
+    out = []
+    for r in orjson.loads(raw):
+        if not (isinstance(r, list) and len(r) == 7 and all(isinstance(r[i], int) and not isinstance(r[i], bool)
+                                                             for i in (0, 1, 6))
+                and all(isinstance(r[i], str) for i in range(2, 6))):
+            raise EntryFormatError(f"quote row is malformed: {str(r)[:200]}")
+        out.append(Quote(exchange, symbol, r[0], r[1], r[2], r[3], r[4], r[5], r[6]))
+    return out

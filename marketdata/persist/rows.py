@@ -23,7 +23,7 @@ from typing import Iterable, Mapping, Sequence
 
 import orjson
 
-from ..stream import Coverage, Gap, decode_entry, encode_entry
+from ..stream import Coverage, Gap, decode_entry, decode_quotes, encode_entry, is_quote_entry
 from ..tick import Tick
 
 log = logging.getLogger("marketdata.persist")
@@ -39,6 +39,7 @@ _READ_TYPES = {"ts_us": "Int64", "open": "String", "high": "String", "low": "Str
 TICK_COLUMNS = ["exchange", "symbol", "trade_id", "ts_us", "open", "high", "low", "close", "volume",
                 "trade_count", "side", "recv_us", "source", "event", "version", "is_deleted"]
 COVERAGE_COLUMNS = ["exchange", "symbol", "from_us", "to_us", "source", "recorded_us"]
+QUOTE_COLUMNS = ["exchange", "symbol", "ts_us", "recv_us", "bid_px", "bid_qty", "ask_px", "ask_qty", "update_id"]
 GAP_COLUMNS = ["exchange", "symbol", "gap_id", "from_us", "to_us", "from_id", "to_id", "found_by",
                "status", "repaired_by", "recovered", "detected_us", "updated_us", "detail"]
 
@@ -122,6 +123,7 @@ class Parsed:
     n_ticks: int
     coverage: Coverage | None
     gaps: list[Gap] = field(default_factory=list)
+    quotes: bytes = b""           # JSONEachRow payload of a quote entry's rows
 
     @property
     def id_ms(self) -> int:
@@ -142,6 +144,14 @@ _PREFIXES: dict[tuple[str, str], bytes] = {}
 
 def parse_entry(stream: bytes, entry_id: bytes, fields: Mapping) -> Parsed:
     """Decode an entry for persisting; raises on anything ``decode_entry`` refuses."""
+    if is_quote_entry(fields):
+        quotes = decode_quotes(fields)
+        ex, sym = (quotes[0].exchange, quotes[0].symbol) if quotes else ("", "")
+        payload = json_each_row([{"exchange": q.exchange, "symbol": q.symbol, "ts_us": q.ts_us,
+                                  "recv_us": q.recv_us, "bid_px": q.bid_px or "0", "bid_qty": q.bid_qty or "0",
+                                  "ask_px": q.ask_px or "0", "ask_qty": q.ask_qty or "0",
+                                  "update_id": q.update_id} for q in quotes])
+        return Parsed(stream, entry_id, ex, sym, None, 0, None, [], payload)
     if FAST_PATH:
         head_fields = dict(fields)
         raw = head_fields.pop(TICKS_FIELD, None)
@@ -182,6 +192,16 @@ _INT_FIELDS = ("ts_us", "trade_count", "recv_us")
 def validate_entry(fields: Mapping) -> None:
     """Strict check of one entry (slow path, used only to find the entry ClickHouse refused):
     the full ``decode_entry`` plus the types the columns need."""
+    if is_quote_entry(fields):
+        for q in decode_quotes(fields):
+            for f in ("bid_px", "bid_qty", "ask_px", "ask_qty"):
+                v = getattr(q, f)
+                if v:
+                    try:
+                        float(v)
+                    except ValueError:
+                        raise ValueError(f"quote {f} is not a number: {v!r}") from None
+        return
     entry = decode_entry(fields)
     for t in entry.ticks:
         for f in _INT_FIELDS:

@@ -2,11 +2,11 @@
 
 One batch at a time:
 
-    read      XREADGROUP ">" over every stream in ``STREAMS_SET`` (or: our own pending entries
-              after a restart; entries XAUTOCLAIMed from consumers idle > claim_idle_ms)
+    read      XREADGROUP ">" over every stream in ``STREAMS_SET`` and ``QUOTE_STREAMS_SET`` (or:
+              our own pending entries after a restart; entries XAUTOCLAIMed from consumers idle > claim_idle_ms)
     decode    ``rows.parse_entry`` per entry; an entry that does not decode goes to the dead
               letter stream ``md:deadletter`` (with its origin, id and the error) and is acked
-    inserting one short ClickHouse session: ticks, then gaps, then coverage, each with a
+    inserting one short ClickHouse session: ticks, quotes, then gaps, then coverage, each with a
               deduplication token, so a retried batch is stored once
     acking    XACK, pipelined, only after ClickHouse committed
 
@@ -52,7 +52,7 @@ from .. import settings
 from ..clock import now_us
 from ..storage import redis as redis_storage
 from ..storage.clickhouse import ClickHouse, insert_json_rows
-from ..stream import PERSIST_GROUP, STREAMS_SET, health_key
+from ..stream import PERSIST_GROUP, QUOTE_STREAMS_SET, STREAMS_SET, health_key
 from . import rows as R
 
 log = logging.getLogger("marketdata.persist")
@@ -64,6 +64,7 @@ HEALTH_TTL_S = 86_400                      # a crashed worker's health hash goes
 TICKS_TABLE = "marketdata.ticks"
 COVERAGE_TABLE = "marketdata.coverage"
 GAPS_TABLE = "marketdata.gaps"
+QUOTES_TABLE = "marketdata.quotes"
 
 # ClickHouse error codes that mean "this data cannot be stored" rather than "try again later".
 _DATA_ERROR_CODES = {6, 26, 27, 32, 33, 38, 41, 53, 69, 70, 72, 117, 130, 131, 349, 407, 691}
@@ -350,7 +351,7 @@ class PersistWorker:
         now = time.monotonic()
         if not force and now < self._next_refresh:
             return
-        members = {_b(m) for m in self.r.smembers(STREAMS_SET)}
+        members = {_b(m) for m in self.r.sunion(STREAMS_SET, QUOTE_STREAMS_SET)}
         for s in sorted(members - self._group_ready):
             self._ensure_group(s)
             self._recover_own.add(s)
@@ -754,7 +755,7 @@ class PersistWorker:
             go(part[mid:])
 
         # Only entries that carry something can be refused.
-        go([p for p in parsed if p.line or p.gaps or (p.stream, p.id) in cov_keys])
+        go([p for p in parsed if p.line or p.gaps or p.quotes or (p.stream, p.id) in cov_keys])
         return bad
 
     def _insert(self, parsed: list[R.Parsed], allowed_cov: list[R.Parsed]) -> None:
@@ -767,7 +768,9 @@ class PersistWorker:
         gap_payload = R.json_each_row(gaps) if gaps else b""
         cov = R.merge_coverage((p.coverage, _id_ms(p.id) * 1000) for p in allowed_cov)
         cov_payload = R.json_each_row(cov) if cov else b""
-        if not (tick_payload or gap_payload or cov_payload):
+        with_quotes = [p for p in parsed if p.quotes]
+        quote_payload = b"".join(p.quotes for p in with_quotes)
+        if not (tick_payload or gap_payload or cov_payload or quote_payload):
             return
         path = None
         if tick_payload and self.ch.embedded:
@@ -793,6 +796,9 @@ class PersistWorker:
                         c.command(sql, data=tick_payload, settings=tick_settings)
                     else:
                         c.command(sql, settings=tick_settings)
+                if quote_payload:
+                    insert_json_rows(c, QUOTES_TABLE, R.QUOTE_COLUMNS, quote_payload,
+                                     dedup_token=R.ids_token("quotes", with_quotes))
                 if gap_payload:
                     insert_json_rows(c, GAPS_TABLE, R.GAP_COLUMNS, gap_payload,
                                      dedup_token=R.ids_token("gaps", (p for p in parsed if p.gaps), gap_payload))

@@ -1,0 +1,345 @@
+"""The book runtime of one venue: its own WebSocket link (a book resync never touches the trade
+link), REST snapshots, one ``BookSync`` per symbol, quotes on every best bid/ask change, the
+``md:{ex:sym}:book`` hash (last update id, resyncs) and book fields in the venue's health hash.
+
+Venue knowledge comes from ``marketdata.books.<venue>``; nothing here knows a wire format.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from types import ModuleType
+
+import httpx
+import orjson
+import websockets
+from websockets.asyncio.client import connect
+
+from ..clock import now_us
+from ..ingest.backoff import Backoff
+from ..stream import Quote, book_key, health_key
+from ..venues.base import Ack, MalformedFrame, Reconnect, UnknownSymbol, VenueError
+from . import venue_module
+from .quotes import QuotePublisher
+from .sync import NEED_SNAPSHOT, NOTHING, RESUBSCRIBE, BookDelta, BookSnapshot, BookSync
+
+log = logging.getLogger("marketdata.books")
+
+RESYNC_RETRY_S = 5.0     # a resync that produced no snapshot by then is asked for again
+
+
+class BookFeed:
+    def __init__(self, venue: str, symbols: list[str], ws_url: str, rest_url: str, *, redis=None,
+                 options: dict | None = None, flush_ms: float = 20.0, state_interval: float = 1.0):
+        self.venue = venue
+        self.mod: ModuleType = venue_module(venue)
+        self.symbols = list(symbols)
+        self.ws_url, self.rest_url = ws_url, rest_url
+        self.options = dict(options or {})
+        self.redis = redis
+        self.state_interval = state_interval
+        depth = self.mod.book_depth(self.options) if hasattr(self.mod, "book_depth") else None
+        self.syncs: dict[str, BookSync] = {}
+        for s in self.symbols:
+            sync = BookSync(s, self.mod)
+            if depth:
+                sync.depth = depth
+            self.syncs[s] = sync
+        self.venue_symbol: dict[str, str] = {}
+        self.by_venue_symbol: dict[str, str] = {}
+        self.publisher = QuotePublisher(redis, flush_ms=flush_ms) if redis is not None else None
+        if self.publisher is not None:
+            self.publisher.state_provider = lambda ex, sym: self.book_state(sym)
+        self._last_quote: dict[str, tuple] = {}
+        self._snapshot_tasks: dict[str, asyncio.Task] = {}
+        self._requested: dict[str, float] = {}
+        self._ws = None
+        self.http: httpx.AsyncClient | None = None
+        self.connected = asyncio.Event()
+        self.reconnects = 0
+        self.malformed = 0
+        self.venue_errors = 0
+        self.quotes = 0
+        self.last_error = ""
+
+    # ------------------------------------------------------------------ reading state
+    def book_state(self, symbol: str) -> dict:
+        s = self.syncs[symbol]
+        nb, na = s.book.depth()
+        return {"update_id": "" if s.update_id is None else s.update_id, "live": int(s.live),
+                "resyncs": s.stats.resyncs, "last_resync_ms": round(s.stats.last_resync_ms, 1),
+                "bids": nb, "asks": na, "updated_us": now_us()}
+
+    def resyncs(self) -> int:
+        return sum(s.stats.resyncs for s in self.syncs.values())
+
+    def health(self) -> dict:
+        last = max((s.history[-1] for s in self.syncs.values() if s.history), key=lambda r: r.detected,
+                   default=None)
+        return {"book_symbols": len(self.syncs), "book_live": sum(s.live for s in self.syncs.values()),
+                "book_resyncs": self.resyncs(),
+                "book_last_resync_ms": round(last.duration_ms, 1) if last else 0,
+                "book_reconnects": self.reconnects, "book_malformed": self.malformed,
+                "book_quotes": self.quotes, "book_last_error": self.last_error[:300]}
+
+    # ------------------------------------------------------------------ REST
+    async def _rest(self, req, headers: dict | None = None):
+        backoff = Backoff(base=0.1, cap=5.0)
+        last = ""
+        for _ in range(6):
+            try:
+                r = await self.http.request(req.method, req.path, params=req.params, json=req.json,
+                                            headers=headers)
+            except httpx.HTTPError as e:
+                last = f"{type(e).__name__}: {e}"
+            else:
+                retry = getattr(self.mod, "retry_after", None)
+                wait = retry(r.status_code, r.headers) if retry else None
+                if wait is not None:
+                    await asyncio.sleep(wait)
+                    continue
+                if r.status_code < 400:
+                    return orjson.loads(r.content)
+                last = f"HTTP {r.status_code}: {r.text[:200]}"
+                if r.status_code < 500:
+                    break
+            await asyncio.sleep(backoff.next_delay())
+        raise RuntimeError(f"{self.venue} books REST {req.path}: {last}")
+
+    async def _load_instruments(self) -> None:
+        listed = self.mod.parse_instruments(await self._rest(self.mod.instruments_request()))
+        missing = [s for s in self.symbols if s not in listed]
+        if missing:
+            raise RuntimeError(f"{self.venue} books: symbol(s) {missing} not listed by the venue")
+        self.venue_symbol = {s: listed[s] for s in self.symbols}
+        self.by_venue_symbol = {v: s for s, v in self.venue_symbol.items()}
+
+    # ------------------------------------------------------------------ main
+    async def run(self, stop: asyncio.Event) -> None:
+        self.http = httpx.AsyncClient(base_url=self.rest_url, timeout=10.0,
+                                      headers={"User-Agent": "marketdata/0.1"})
+        tasks: list[asyncio.Task] = []
+        pub_stop = asyncio.Event()
+        try:
+            backoff = Backoff(base=0.5, cap=30.0)
+            while not self.venue_symbol and not stop.is_set():
+                try:
+                    await self._load_instruments()
+                except (RuntimeError, MalformedFrame, httpx.HTTPError) as e:
+                    self.last_error = str(e)
+                    log.warning("%s books: cannot load instruments (%s)", self.venue, e)
+                    await _wait(stop, backoff.next_delay())
+            if self.publisher is not None:
+                tasks.append(asyncio.create_task(self.publisher.run(pub_stop), name="book-quotes"))
+            tasks.append(asyncio.create_task(self._state_loop(stop), name="book-state"))
+            await self._links(stop)
+        finally:
+            for t in self._snapshot_tasks.values():
+                t.cancel()
+            pub_stop.set()
+            for t in tasks:
+                if t.get_name() != "book-quotes":
+                    t.cancel()
+            # The last quotes get a few seconds to go out; a quote is only worth its moment, so
+            # a stop is not held up by Redis being down.
+            done, pending = await asyncio.wait(tasks, timeout=5.0) if tasks else (set(), set())
+            for t in pending:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await self.http.aclose()
+
+    async def _links(self, stop: asyncio.Event) -> None:
+        backoff = Backoff(base=0.5, cap=30.0)
+        while not stop.is_set():
+            started = time.monotonic()
+            link = asyncio.create_task(self._link(stop))
+            stopper = asyncio.create_task(stop.wait())
+            try:
+                await asyncio.wait({link, stopper}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                stopper.cancel()
+            if not link.done():
+                link.cancel()
+                await asyncio.gather(link, return_exceptions=True)
+                return
+            try:
+                link.result()
+            except (OSError, asyncio.TimeoutError, websockets.exceptions.WebSocketException, RuntimeError,
+                    MalformedFrame, httpx.HTTPError) as e:
+                self.last_error = f"{type(e).__name__}: {e}"
+                log.warning("%s books link lost: %s", self.venue, self.last_error)
+            self._link_down()
+            self.reconnects += 1
+            if time.monotonic() - started > 60:
+                backoff.reset()
+            await _wait(stop, backoff.next_delay())
+
+    def _link_down(self) -> None:
+        self._ws = None
+        self.connected.clear()
+        for t in self._snapshot_tasks.values():
+            t.cancel()
+        self._snapshot_tasks.clear()
+        for s in self.syncs.values():
+            s.link_lost()
+
+    async def _link(self, stop: asyncio.Event) -> None:
+        mod, opts = self.mod, self.options
+        session = None
+        if hasattr(mod, "session_request"):
+            session = mod.parse_session(await self._rest(mod.session_request(opts)))
+        url = mod.connect_url(self.ws_url, list(self.by_venue_symbol), opts, session)
+        parser = mod.Parser(dict(self.by_venue_symbol), opts)
+        ka = mod.keepalive(opts, session)
+        idle = float(opts.get("book_idle_timeout", mod.IDLE_TIMEOUT))
+        async with connect(url, ping_interval=20, ping_timeout=20, open_timeout=10, close_timeout=1,
+                           max_queue=1024, max_size=2 ** 24, compression=None, proxy=None) as ws:
+            self._ws = ws
+            for s in self.syncs.values():
+                s.start()          # buffer from now on; snapshots once subscribed
+            pending = set()
+            for rid, msg in mod.subscribe_messages(list(self.by_venue_symbol), opts):
+                pending.add(rid)
+                await ws.send(msg)
+            helpers = [asyncio.create_task(self._keepalive(ws, *ka))] if ka else []
+            try:
+                while not stop.is_set():
+                    # asyncio.timeout, not wait_for: wait_for can swallow a cancel that races a frame
+                    async with asyncio.timeout(idle):
+                        frame = await ws.recv()
+                    recv = now_us()
+                    try:
+                        events = parser.parse(frame, recv)
+                    except MalformedFrame as e:
+                        self.malformed += 1
+                        log.warning("%s books: malformed frame skipped (%s): %.200r", self.venue, e, frame)
+                        continue
+                    for ev in events:
+                        t = type(ev)
+                        if t is BookDelta:
+                            sync = self.syncs[ev.symbol]
+                            await self._act(sync, sync.on_delta(ev))
+                        elif t is BookSnapshot:
+                            sync = self.syncs[ev.symbol]
+                            await self._act(sync, sync.on_snapshot(ev))
+                        elif t is Ack:
+                            if ev.request_id in pending:
+                                pending.discard(ev.request_id)
+                                if not pending:
+                                    self._subscribed()
+                        elif t is VenueError:
+                            self.venue_errors += 1
+                            log.error("%s books: venue error %s: %s", self.venue, ev.code, ev.message)
+                        elif t is Reconnect:
+                            log.info("%s books: venue asks to reconnect (%s)", self.venue, ev.reason)
+                            await ws.close()
+                            return
+                        elif t is UnknownSymbol:
+                            log.debug("%s books: unknown symbol %s", self.venue, ev.venue_symbol)
+            finally:
+                for h in helpers:
+                    h.cancel()
+
+    def _subscribed(self) -> None:
+        log.info("%s books: subscribed to %d symbols", self.venue, len(self.syncs))
+        self.connected.set()
+        if self.mod.SNAPSHOT_FROM == "rest":
+            for sym in self.syncs:
+                self._want_snapshot(sym)
+
+    async def _keepalive(self, ws, interval: float, message: str) -> None:
+        while True:
+            await asyncio.sleep(interval)
+            await ws.send(message)
+
+    async def _act(self, sync: BookSync, action: int) -> None:
+        if action == NOTHING:
+            await self._quote(sync)
+            return
+        p = sync.pending
+        if p is not None and sync.symbol not in self._requested:
+            log.warning("%s %s books: %s (%s); resyncing", self.venue, sync.symbol, p.reason, p.detail)
+        if action == NEED_SNAPSHOT:
+            self._want_snapshot(sync.symbol)
+        elif action == RESUBSCRIBE:
+            await self._resubscribe(sync.symbol)
+
+    async def _resubscribe(self, symbol: str) -> None:
+        self._requested[symbol] = time.monotonic()
+        if self._ws is not None:
+            for m in self.mod.resubscribe_messages(self.venue_symbol[symbol], self.options):
+                await self._ws.send(m)
+
+    def _want_snapshot(self, symbol: str) -> None:
+        self._requested[symbol] = time.monotonic()
+        t = self._snapshot_tasks.get(symbol)
+        if t is None or t.done():
+            self._snapshot_tasks[symbol] = asyncio.create_task(self._fetch_snapshot(symbol))
+
+    async def _fetch_snapshot(self, symbol: str) -> None:
+        mod, sync = self.mod, self.syncs[symbol]
+        headers = mod.snapshot_headers(self.options) if hasattr(mod, "snapshot_headers") else None
+        backoff = Backoff(base=0.05, cap=5.0)
+        while True:
+            try:
+                body = await self._rest(mod.snapshot_request(self.venue_symbol[symbol], self.options), headers)
+                snap = mod.parse_snapshot(body, symbol, now_us())
+            except (RuntimeError, MalformedFrame) as e:
+                self.last_error = str(e)
+                log.warning("%s %s books: snapshot failed (%s)", self.venue, symbol, e)
+                await asyncio.sleep(backoff.next_delay())
+                continue
+            action = sync.on_snapshot(snap)
+            if action == NOTHING:
+                await self._quote(sync)
+                return
+            if action == RESUBSCRIBE:
+                await self._resubscribe(symbol)
+                return
+            await asyncio.sleep(backoff.next_delay())     # snapshot older than the stream: again
+
+    async def _quote(self, sync: BookSync) -> None:
+        if sync.live and sync.pending is None:
+            self._requested.pop(sync.symbol, None)
+        q = sync.quote()
+        if q is None or self._last_quote.get(sync.symbol) == q:
+            return
+        self._last_quote[sync.symbol] = q
+        self.quotes += 1
+        if self.publisher is not None:
+            quote = Quote(self.venue, sync.symbol, sync.last_ts_us, sync.last_recv_us, *q,
+                          update_id=sync.update_id or 0)
+            if not self.publisher.put_nowait(quote):
+                await self.publisher.put(quote)
+
+    async def _state_loop(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            await asyncio.sleep(self.state_interval)
+            now = time.monotonic()
+            for sym, t0 in list(self._requested.items()):
+                sync = self.syncs[sym]
+                if not sync.live and now - t0 > RESYNC_RETRY_S and self._ws is not None:
+                    log.warning("%s %s books: no snapshot %.0fs after asking; asking again", self.venue, sym, now - t0)
+                    if self.mod.SNAPSHOT_FROM == "rest":
+                        self._want_snapshot(sym)
+                    else:
+                        await self._resubscribe(sym)
+            if self.redis is None:
+                continue
+            try:
+                pipe = self.redis.pipeline(transaction=False)
+                for sym in self.syncs:
+                    pipe.hset(book_key(self.venue, sym), mapping=self.book_state(sym))
+                pipe.hset(health_key(self.venue), mapping={k: str(v) for k, v in self.health().items()})
+                await pipe.execute()
+            except Exception as e:   # Redis down: the quote publisher reports and retries
+                log.debug("%s books: state write failed: %s", self.venue, e)
+
+
+async def _wait(stop: asyncio.Event, delay: float) -> None:
+    try:
+        await asyncio.wait_for(stop.wait(), timeout=delay)
+    except asyncio.TimeoutError:
+        pass
