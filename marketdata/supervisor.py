@@ -203,6 +203,7 @@ class Platform:
                             c.restarts, delay)
                 c.proc = None
                 c.restart_at = time.monotonic() + delay
+                self.write_processes()      # operators see the crash (no pid) until the restart
 
     def stop(self) -> None:
         # Reverse order: Dagster and connectors first, persist after them (it drains), Redis last.

@@ -28,6 +28,9 @@ HOUR = int(datetime(2026, 1, 5, 10, tzinfo=timezone.utc).timestamp() * 1_000_000
 HOUR_END = HOUR + US_PER_HOUR
 SYMBOLS = ["BTC-USDT", "ETH-USDT"]
 SPEED = 120
+# Simulated minutes before the audited hour: time for the connector to start and subscribe on a
+# loaded machine (10 min = 5 s of wall time at speed 120).
+LEAD_MINUTES = 10
 # OKX drops a link it has heard nothing from (30 s, 3 s here): our text pings must keep it alive.
 SIM_ARGS = {"binance": [], "okx": ["--venue-option", "okx.idle_timeout=3"]}
 VENUE_OPTIONS = {"binance": {}, "okx": {"ping_interval": 1.0}}
@@ -79,7 +82,7 @@ class Pipeline:
         self.truth_path = tmp / "truth.csv"
         env = {**platform_env(tmp, redis_url, ch.url), **(env or {})}     # env: e.g. venue API keys
         self.sim = SimProc(["simulate", "--venues", venue, "--symbols", ",".join(symbols), *sim_args,
-                            "--rate", str(rate), "--seed", str(seed), "--start", _iso(hour - 5 * US_PER_MINUTE),
+                            "--rate", str(rate), "--seed", str(seed), "--start", _iso(hour - LEAD_MINUTES * US_PER_MINUTE),
                             "--speed", str(speed), "--end", _iso(self.hour_end + 2 * US_PER_MINUTE),
                             "--ping-interval", "1", "--pong-timeout", "5",
                             "--ground-truth", str(self.truth_path)], env, self.logs)

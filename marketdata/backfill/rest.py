@@ -137,7 +137,7 @@ class VenueRest:
             self.stats.requests += 1
             self.stats.weight += req.weight
             try:
-                r = self.http.request(req.method, req.path, params=req.params, json=req.json)
+                r = self.http.request(req.method, req.path, params=req.params, json=req.json, headers=req.headers)
             except httpx.HTTPError as e:
                 last = f"{type(e).__name__}: {e}"
             else:

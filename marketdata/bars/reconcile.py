@@ -216,7 +216,7 @@ def _get(mod: ModuleType, http: httpx.Client, req, attempts: int) -> Any:
     last = ""
     for i in range(attempts):
         try:
-            r = http.request(req.method, req.path, params=req.params, json=req.json)
+            r = http.request(req.method, req.path, params=req.params, json=req.json, headers=req.headers)
         except (httpx.ConnectError, httpx.ConnectTimeout) as e:
             raise CandleFetchError(f"{req.path}: cannot connect: {type(e).__name__}: {e}") from e
         except httpx.HTTPError as e:

@@ -24,7 +24,8 @@ from ..config import ConfigError, VenueConfig
 from ..storage.redis import async_client
 from ..stream import Gap, health_key, sequence_key
 from ..tick import Tick
-from ..venues.base import Ack, HttpRequest, MalformedFrame, Reconnect, UnknownSymbol, VenueError
+from ..venues.base import (Ack, HttpRequest, LastTradeId, MalformedFrame, Pause, Reconnect, Replay,
+                           UnknownSymbol, VenueError)
 from .backoff import Backoff
 from .publisher import Publisher
 from .rest import RestError, VenueRest
@@ -46,13 +47,14 @@ class _TrackedConnection(ClientConnection):
 
 class _Link:
     """One physical WebSocket connection's state, as the sequence trackers must know it."""
-    __slots__ = ("open", "subscribed", "subscribed_event", "rotating")
+    __slots__ = ("open", "subscribed", "subscribed_event", "rotating", "rotate_now")
 
     def __init__(self) -> None:
         self.open = False
         self.subscribed = False
         self.subscribed_event = asyncio.Event()
         self.rotating = False
+        self.rotate_now = asyncio.Event()     # the venue asked for a new link (Bitstamp)
 
 
 class _Successor:
@@ -71,6 +73,11 @@ class VenueConnector:
         self.name = cfg.name
         self.redis_url = redis_url
         self.idle_timeout = float(cfg.idle_timeout or self.mod.IDLE_TIMEOUT)
+        # Sequence rules may depend on options (Kraken v2 ids vs v1 none): the module's
+        # `sequence_rules(options)` if it has one, else its constants.
+        rules = getattr(self.mod, "sequence_rules", None)
+        self.sequential, self.repair_by = rules(cfg.options) if rules else (
+            self.mod.SEQUENTIAL_IDS, getattr(self.mod, "REPAIR_BY", "id" if self.mod.SEQUENTIAL_IDS else None))
         self.coverage_interval = coverage_interval
         self.health_interval = health_interval
         self.flush_ms = flush_ms
@@ -109,7 +116,7 @@ class VenueConnector:
         for s in self.cfg.symbols:
             self.by_venue_symbol[listed[s]] = s
             self.seqs[s] = SymbolSequence(self.name, s, listed[s], lateness_us=self.mod.LATENESS_US,
-                                          sequential=self.mod.SEQUENTIAL_IDS)
+                                          sequential=self.sequential)
 
     # --- main -------------------------------------------------------------------------------
 
@@ -125,6 +132,11 @@ class VenueConnector:
             pub_task = asyncio.create_task(self.publisher.run(pub_stop), name="publisher")
             tasks = [asyncio.create_task(self._connection(i, stop), name=f"conn{i}")
                      for i in range(self.cfg.connections)]
+            if self.cfg.books:     # its own link: a book resync never disturbs the trade link
+                from ..books.feed import BookFeed
+                self.book_feed = BookFeed(self.name, self.cfg.books, self.cfg.ws_url, self.cfg.rest_url,
+                                          redis=redis, options=self.cfg.options)
+                tasks.append(asyncio.create_task(self.book_feed.run(stop), name="books"))
             tasks += [asyncio.create_task(self._repair_loop(stop), name="repair"),
                       asyncio.create_task(self._coverage_loop(stop), name="coverage"),
                       asyncio.create_task(self._health_loop(redis, stop), name="health")]
@@ -217,7 +229,7 @@ class VenueConnector:
         keepalive = mod.keepalive(opts, session) if hasattr(mod, "keepalive") else None
         # A session that expires (venue token) or a link the venue cuts after a lifetime (Binance
         # 24 h) is rotated before its end, so no reconnect span ever opens.
-        ttl = mod.session_ttl(session) if hasattr(mod, "session_ttl") else None
+        ttl = mod.session_ttl(session, opts) if hasattr(mod, "session_ttl") else None
         ttl = ttl or self.cfg.max_lifetime or float(getattr(mod, "MAX_LIFETIME", 0) or 0) or None
         async with connect(url, ping_interval=20, ping_timeout=20, open_timeout=10, close_timeout=1,
                            max_queue=256, max_size=2 ** 23, compression=None, proxy=None,
@@ -226,6 +238,10 @@ class VenueConnector:
             self.connected += 1
             link.open = True
             log.info("%s connection %d open: %s", self.name, idx, settings.redact(url.split("?")[0]))
+            if not getattr(parser, "ready", True):
+                await self._await_greeting(ws, parser)
+            if hasattr(mod, "auth_messages"):
+                await self._authenticate(ws, parser, mod.auth_messages(opts), idx)
             pending_acks = set()
             for rid, msg in mod.subscribe_messages(venue_symbols, opts):
                 pending_acks.add(rid)
@@ -235,9 +251,7 @@ class VenueConnector:
             helpers = [asyncio.create_task(self._watchdog(ws, idx))]
             if keepalive:
                 helpers.append(asyncio.create_task(self._keepalive(ws, *keepalive)))
-            rotation: asyncio.Task | None = None
-            if ttl:
-                rotation = asyncio.create_task(self._rotate(idx, venue_symbols, ws, link, ttl))
+            rotation = asyncio.create_task(self._rotate(idx, venue_symbols, ws, link, ttl))
             try:
                 await self._read(ws, parser, pending_acks, link)
             finally:
@@ -251,17 +265,65 @@ class VenueConnector:
                 return successor
         raise websockets.exceptions.ConnectionClosedError(None, None)
 
-    async def _keepalive(self, ws, interval: float, message: str) -> None:
-        """Application-level keepalive the venue requires (OKX text ping, KuCoin JSON ping)."""
+    async def _await_greeting(self, ws, parser) -> None:
+        """A venue that greets a new link (KuCoin `welcome`) may ignore a subscribe sent before the
+        greeting; its parser's `ready` turns True on it. A refusal (stale token) ends the link."""
+        async with asyncio.timeout(10):
+            while not parser.ready:
+                try:
+                    events = parser.parse(await ws.recv(), now_us())
+                except MalformedFrame as e:
+                    self.malformed += 1
+                    log.warning("%s: malformed frame skipped (%s)", self.name, e)
+                    continue
+                for ev in events:
+                    if type(ev) is Reconnect:
+                        raise ConnectionError(f"{self.name} refused the link: {ev.reason}")
+                    if type(ev) is VenueError:
+                        self.venue_errors += 1
+                        log.error("%s: venue error %s: %s", self.name, ev.code, ev.message)
+
+    async def _authenticate(self, ws, parser, messages: list[str], idx: int) -> None:
+        """A venue that wants credentials on the link before anything else (Alpaca): send them
+        (never logged) and wait for the parser's Ack("auth") before subscribing. A refusal is
+        logged with the venue module's advice and ends the link; the slot backs off."""
+        for m in messages:
+            await ws.send(m)
+        async with asyncio.timeout(10):
+            async for frame in ws:
+                try:
+                    events = parser.parse(frame, now_us())
+                except MalformedFrame as e:
+                    self.malformed += 1
+                    log.warning("%s: malformed frame skipped (%s)", self.name, e)
+                    continue
+                for ev in events:
+                    if type(ev) is Ack and ev.request_id == "auth":
+                        log.info("%s connection %d: authenticated", self.name, idx)
+                        return
+                    if type(ev) is VenueError:
+                        self.venue_errors += 1
+                        self.last_error = f"venue error {ev.code}: {ev.message}"
+                        log.error("%s connection %d: authentication refused: %s", self.name, idx, self.last_error)
+                        raise ConnectionRefusedError(self.last_error)
+        raise ConnectionRefusedError(f"{self.name} closed the link before authenticating")
+
+    async def _keepalive(self, ws, interval: float, message) -> None:
+        """Application-level keepalive the venue requires (OKX text ping, KuCoin JSON ping). A
+        callable message is built anew each time (Gate.io pings carry the current time)."""
         while True:
             await asyncio.sleep(interval)
-            await ws.send(message)
+            await ws.send(message() if callable(message) else message)
 
     async def _rotate(self, idx: int, venue_symbols: list[str], old_ws, old_link: "_Link",
-                      ttl: float) -> "_Successor":
-        """Before the session expires: open the next link, wait until it is subscribed, then close
-        this one. Both feed the same sequence trackers while they overlap (duplicates are dropped)."""
-        await asyncio.sleep(max(0.5, ttl * 0.8))
+                      ttl: float | None) -> "_Successor":
+        """Before the session expires, or when the venue asks for a new link (a rotating Reconnect):
+        open the next link, wait until it is subscribed, then close this one. Both feed the same
+        sequence trackers while they overlap (duplicates are dropped)."""
+        try:
+            await asyncio.wait_for(old_link.rotate_now.wait(), max(0.5, ttl * 0.8) if ttl else None)
+        except asyncio.TimeoutError:
+            pass
         nxt = _Link()
         task = asyncio.create_task(self._run_link(idx, venue_symbols, nxt))
         try:
@@ -299,8 +361,9 @@ class VenueConnector:
         seqs = self.seqs
         gaps: list[Gap] = []
         name = self.name
-        sequential = self.mod.SEQUENTIAL_IDS
+        sequential = self.sequential
         span_is_count = getattr(self.mod, "ID_SPAN_IS_COUNT", False)
+        paused = False
         async for frame in ws:
             recv = now_us()
             try:
@@ -314,7 +377,9 @@ class VenueConnector:
                     self.ticks_in += 1
                     seq = seqs[ev.symbol]
                     tid = int(ev.trade_id) if sequential else 0
-                    if seq.accept(ev, tid, gaps, tid - ev.trade_count + 1 if span_is_count else None):
+                    # a correction/cancel (Alpaca) re-uses its trade's id: never a duplicate or a gap
+                    if ev.event != "trade" or seq.accept(ev, tid, gaps,
+                                                         tid - ev.trade_count + 1 if span_is_count else None):
                         if publisher.queued < publisher.max_queued:
                             publisher.put_nowait(ev)
                         else:
@@ -328,9 +393,31 @@ class VenueConnector:
                         self._repair_wake.set()
                 elif type(ev) is Ack:
                     pending_acks.discard(ev.request_id)
-                    if not pending_acks and not link.subscribed:   # venues may ack once per channel
+                    if not pending_acks and not link.subscribed and not paused:   # venues may ack once per channel
                         log.info("%s: subscribed to %d symbols", name, len(seqs))
                         self._on_subscribed(link)
+                elif type(ev) is LastTradeId:
+                    # The venue's last id (Coinbase heartbeat) reveals missed trades in a quiet market.
+                    if seqs[ev.symbol].on_last_trade_id(ev.trade_id, ev.ts_us, gaps):
+                        for g in gaps:
+                            publisher.put_gap(g)
+                            log.warning("%s %s: gap in trade ids %s..%s (%s)", name, g.symbol, g.from_id,
+                                        g.to_id, g.found_by)
+                        gaps.clear()
+                        self._repair_wake.set()
+                elif type(ev) is Replay:
+                    # The fresh part joins this frame's events (list iteration sees appended items).
+                    seq = seqs[ev.symbol]
+                    fresh = [t for t in ev.ticks if t.ts_us >= seq.last_ts]
+                    seq.duplicates += len(ev.ticks) - len(fresh)
+                    events.extend(fresh)
+                elif type(ev) is Pause:
+                    log.warning("%s: venue paused the link (%s); a gap until it is replaced", name, ev.reason)
+                    paused = True
+                    if link.subscribed:
+                        link.subscribed = False
+                        for seq in seqs.values():
+                            seq.on_disconnect("maintenance")
                 elif type(ev) is UnknownSymbol:
                     self.unknown_symbols += 1
                     log.warning("%s: trade for unknown symbol %r skipped", name, ev.venue_symbol)
@@ -338,6 +425,10 @@ class VenueConnector:
                     self.venue_errors += 1
                     log.error("%s: venue error %s: %s (request %s)", name, ev.code, ev.message, ev.request_id)
                 elif type(ev) is Reconnect:
+                    if ev.rotate:     # keep reading until the successor is subscribed
+                        log.info("%s: venue asks for a new link (%s); rotating", name, ev.reason)
+                        link.rotate_now.set()
+                        continue
                     log.info("%s: venue asks to reconnect (%s)", name, ev.reason)
                     await ws.close()
                     return
@@ -365,7 +456,7 @@ class VenueConnector:
 
     async def _repair_symbol(self, seq: SymbolSequence) -> None:
         gaps: list[Gap] = []
-        repair_by = getattr(self.mod, "REPAIR_BY", "id" if self.mod.SEQUENTIAL_IDS else None)
+        repair_by = self.repair_by
         while True:
             hole = seq.next_repair()
             if hole is None:
@@ -383,6 +474,12 @@ class VenueConnector:
             if hole.by_time:
                 ticks, complete = await self._history_by_time(seq, hole.before_ts, hole.after_ts)
                 out = seq.apply_time_repair(hole, ticks, complete, gaps)
+            elif repair_by == "time":
+                # Id hole, venue REST pages by time (Kraken v2): fetch from the trade before the
+                # hole to the one after it (or now); apply_repair keeps the ids inside the hole.
+                ticks, complete = await self._history_by_time(seq, hole.before_ts, hole.after_ts)
+                ticks.sort(key=lambda t: int(t.trade_id))
+                out = seq.apply_repair(hole, ticks, not complete, gaps, "rest_by_time")
             else:
                 req = self.mod.history_by_id_request(seq.venue_symbol, hole.lo, self.cfg.options)
                 body = await self.rest(req)

@@ -37,7 +37,8 @@ class VenueRest:
         for _ in range(self.attempts):
             self.calls += 1
             try:
-                r = await self.http.request(req.method, req.path, params=req.params, json=req.json)
+                r = await self.http.request(req.method, req.path, params=req.params, json=req.json,
+                                             headers=req.headers)
             except httpx.HTTPError as e:
                 last = f"{type(e).__name__}: {e}"
             else:

@@ -129,6 +129,31 @@ class SymbolSequence:
             self.last_ts = ts
         return True
 
+    def on_last_trade_id(self, tid: int, ts_us: int, gaps_out: list[Gap]) -> bool:
+        """The venue says its latest trade id at `ts_us` is `tid` (Coinbase heartbeat). Ids after
+        ours up to it were missed even if no trade follows (a quiet market): a hole found by
+        "heartbeat", bounded by `ts_us`. An open-ended hole (after a reconnect) ends there. True
+        when a hole opened or changed, so the repair should run."""
+        if not self.sequential or self.last_id is None:
+            return False
+        tail = self.holes[-1] if self.holes else None
+        if tail is not None and not tail.closed:
+            if tid < tail.lo:                     # nothing beyond what we have: the span is closed
+                self.holes.pop()
+                if tail.recovered:
+                    tail.hi, tail.after_ts = tail.lo - 1, max(self.last_ts, tail.before_ts)
+                    self.gaps_repaired += 1
+                    gaps_out.append(self._gap(tail, "repaired", "rest_by_id"))
+                return True
+            tail.hi, tail.after_ts = tid, ts_us
+        elif tid > self.last_id:
+            self._open(Hole(self.last_id + 1, tid, self.last_ts, ts_us, "heartbeat"), gaps_out)
+        else:
+            return False
+        # Trades after `tid` continue the tape; last_ts stays that of the last trade we hold.
+        self.last_id = max(self.last_id, tid)
+        return True
+
     def _remember(self, tid: str) -> None:
         self._recent[tid] = None
         if len(self._recent) > self.recent_ids:
@@ -268,6 +293,7 @@ class SymbolSequence:
         `complete`: the venue's history covered the whole span, so what it returned is all there
         was. Returns the trades to publish."""
         end = hole.after_ts if hole.closed else None
+        start = hole.before_ts
         out = []
         for t in ticks:
             if t.ts_us < hole.before_ts or (end is not None and t.ts_us > end) or t.trade_id in self._recent:
@@ -283,6 +309,10 @@ class SymbolSequence:
         if hole not in self.holes:
             return out
         if not complete:
+            if not hole.closed and ticks:
+                # An open hole whose history starts after it: the span up to the oldest trade the
+                # venue still has is lost; what came later is here or on the live link.
+                hole.before_ts, hole.after_ts = start, min(t.ts_us for t in ticks)
             self.mark_unrepairable(hole, gaps_out, "venue history does not cover the span")
             return out
         self.holes.remove(hole)
@@ -290,6 +320,7 @@ class SymbolSequence:
             self.gaps_repaired += 1
             if hole.after_ts is None:
                 hole.after_ts = self.last_ts
+            hole.before_ts = start            # the record spans the whole hole, not the catch-up's end
             gaps_out.append(self._gap(hole, "repaired", how))
         return out
 

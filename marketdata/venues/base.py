@@ -36,7 +36,34 @@ class UnknownSymbol:
 
 @dataclass(slots=True)
 class Reconnect:
-    """The venue asks us to reconnect (shutdown notice, maintenance, token expiry)."""
+    """The venue asks us to reconnect (shutdown notice, maintenance, token expiry). With `rotate`
+    the old link still delivers for a while: the runtime opens a new one make-before-break."""
+    reason: str
+    rotate: bool = False
+
+
+@dataclass(slots=True)
+class LastTradeId:
+    """The venue's latest trade id for a symbol at `ts_us` (Coinbase heartbeat): ids beyond the
+    last one we saw, up to it, were missed even if no trade follows them (a quiet market)."""
+    symbol: str            # canonical
+    trade_id: int
+    ts_us: int
+
+
+@dataclass(slots=True)
+class Replay:
+    """Recent trades a venue replays on every (re)subscribe (Bitfinex's trades snapshot), oldest
+    first. They overlap what we have: trades older than the symbol's tape are not news and are
+    dropped; the rest go through as ticks (known ids are de-duplicated there)."""
+    symbol: str            # canonical
+    ticks: list
+
+
+@dataclass(slots=True)
+class Pause:
+    """The venue stops this link's data for a while without closing it (Bitfinex maintenance):
+    what the link would carry is a gap from now until it is replaced; it is not reconnected."""
     reason: str
 
 
@@ -61,9 +88,10 @@ class HttpRequest:
     params: dict[str, Any] = field(default_factory=dict)
     json: Any = None
     weight: int = 1
+    headers: dict[str, str] | None = None    # venue credentials (Alpaca keys): never logged
 
 
-Event = Tick | Ack | VenueError | UnknownSymbol | Reconnect | Ignored
+Event = Tick | Ack | VenueError | UnknownSymbol | Reconnect | LastTradeId | Replay | Pause | Ignored
 
 
 # What a venue module declares (see venues/binance.py for a complete one):
@@ -81,5 +109,10 @@ Event = Tick | Ack | VenueError | UnknownSymbol | Reconnect | Ignored
 #   Parser(symbols_by_venue_symbol, options).parse(frame, recv_us) -> list[Event]  (one per link:
 #       per-connection state such as channel ids lives in the parser),
 #   retry_after(status, headers), to_venue_symbol(symbol), candles_request/parse_candles.
+#   Links that need a session (KuCoin bullet token): session_request(options) -> HttpRequest,
+#       parse_session(body) -> session (given to connect_url and keepalive), session_ttl(session,
+#       options) -> s; the runtime fetches one per link and rotates make-before-break at 80 % of it.
+#   Parser.ready (optional): False until the venue's greeting (KuCoin welcome); the runtime
+#       subscribes only after it.
 #   parse_history_page(body, symbol, recv_us, options, start_us, end_us)
 #       -> (ticks, next_cursor | None, complete: bool)   complete=False: history ran out
