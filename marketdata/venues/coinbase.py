@@ -1,0 +1,198 @@
+"""Coinbase Exchange public ws-feed: trades over the `matches` channel, gap evidence from `heartbeat`.
+
+Facts this module encodes (shared/reference/venues-*.md §5):
+- subscribe within 5 s of connecting or the venue disconnects: the subscribe goes out with the
+  connection, nothing (no REST call, no waiting for a welcome) sits between them;
+- one ack, `{"type":"subscriptions"}`, listing every channel and product the link now has; errors
+  are `{"type":"error","message","reason"}`; unknown `type`s are to be ignored;
+- `side` on `match`/`last_match` and on REST trades is the MAKER's side: the taker side is the
+  opposite (`sell` = the maker sold = the taker bought);
+- `trade_id` is an int, +1 per trade per product: a jump is a gap (`sequence` is shared with every
+  order event and jumps, so it says nothing about trades);
+- the first message after subscribing is `last_match`, the latest trade: on a reconnect it is
+  either one we have (a duplicate, dropped by id) or the head of the tape, which closes the span
+  we were away;
+- `heartbeat` (1/s per product) carries the venue's `last_trade_id`: if it is beyond the last id
+  we saw, trades were missed even though none follow (a quiet market) -> `LastTradeId`;
+- REST `/products/{id}/trades` pages by trade id: `after=X` returns the page of ids below X,
+  newest first, <= 1000 rows, so ids lo..lo+999 are `after=lo+1000`;
+- `time` is RFC 3339 with µs and `Z`; product ids are already BASE-QUOTE;
+- candles `[time, low, high, open, close, volume]` as JSON numbers, newest first, <= 300 per
+  request, no trade count.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+import orjson
+
+from ..tick import Tick
+from .base import (Ack, HttpRequest, Ignored, Instrument, LastTradeId, MalformedFrame, UnknownSymbol,
+                   VenueError)
+
+NAME = "coinbase"
+LIVE_WS_URL = "wss://ws-feed.exchange.coinbase.com"
+LIVE_REST_URL = "https://api.exchange.coinbase.com"
+
+IDLE_TIMEOUT = 5.0           # heartbeats arrive every second per product: 5 s of nothing is a dead link
+MAX_LIFETIME = 0
+SEQUENTIAL_IDS = True
+REPAIR_BY = "id"
+REPAIR_PAGE = 1000
+LATENESS_US = 2_000_000
+CANDLES_HAVE_TRADE_COUNT = False
+SUBSCRIBE_ID = "subscribe"   # the venue's ack has no request id: one subscribe, one ack
+
+_TAKER = {"sell": "buy", "buy": "sell"}
+
+OPTIONS: dict[str, str] = {}
+
+
+def validate_options(options: dict) -> None:
+    if options:
+        raise ValueError(f"unknown option(s) {sorted(options)}; coinbase takes none")
+
+
+def to_venue_symbol(symbol: str) -> str:
+    return symbol
+
+
+_last_head = ["", 0]     # consecutive trades share their second: parse it once
+
+
+def parse_time_us(text: str) -> int:
+    """RFC 3339 (`2014-11-07T08:19:27.028459Z`) -> µs; exact, without float rounding."""
+    head, _, frac = text.rstrip("Z").partition(".")
+    if head != _last_head[0]:
+        dt = datetime.strptime(head, "%Y-%m-%dT%H:%M:%S").replace(tzinfo=timezone.utc)
+        _last_head[0], _last_head[1] = head, int(dt.timestamp()) * 1_000_000
+    return _last_head[1] + (int((frac + "000000")[:6]) if frac else 0)
+
+
+# --- instruments -------------------------------------------------------------------------------
+
+def instruments_request() -> HttpRequest:
+    return HttpRequest("GET", "/products")
+
+
+def parse_instruments(body: Any) -> list[Instrument]:
+    if not isinstance(body, list):
+        raise MalformedFrame(f"coinbase /products answer is not a list: {str(body)[:200]}")
+    return [Instrument(r["id"], f"{r['base_currency']}-{r['quote_currency']}", r.get("status", "online"))
+            for r in body if r.get("status") == "online" and not r.get("trading_disabled")]
+
+
+# --- websocket ---------------------------------------------------------------------------------
+
+def connect_url(base: str, venue_symbols: list[str], options: dict, session: object = None) -> str:
+    return base.rstrip("/") + "/"
+
+
+def subscribe_messages(venue_symbols: list[str], options: dict, first_id: int = 1) -> list[tuple[str, str]]:
+    return [(SUBSCRIBE_ID, orjson.dumps({"type": "subscribe", "product_ids": venue_symbols,
+                                         "channels": ["matches", "heartbeat"]}).decode())]
+
+
+def keepalive(options: dict, session: object = None) -> None:
+    """The heartbeat channel keeps bytes flowing; the library's ping frames do the rest."""
+    return None
+
+
+class Parser:
+    __slots__ = ("symbols",)
+
+    def __init__(self, symbols: dict[str, str], options: dict):
+        self.symbols = symbols
+
+    def parse(self, frame: str | bytes, recv_us: int) -> list:
+        try:
+            msg = orjson.loads(frame)
+        except orjson.JSONDecodeError as e:
+            raise MalformedFrame(f"invalid JSON: {e}") from None
+        if not isinstance(msg, dict):
+            raise MalformedFrame("frame is not a JSON object")
+        typ = msg.get("type")
+        try:
+            if typ == "match" or typ == "last_match":
+                pid = msg["product_id"]
+                sym = self.symbols.get(pid)
+                if sym is None:
+                    return [UnknownSymbol(pid)]
+                px = msg["price"]
+                return [Tick(NAME, sym, parse_time_us(msg["time"]), px, px, px, px, msg["size"], 1,
+                             _TAKER[msg["side"]], str(int(msg["trade_id"])), recv_us)]
+            if typ == "heartbeat":
+                pid = msg["product_id"]
+                sym = self.symbols.get(pid)
+                if sym is None:
+                    return [Ignored("heartbeat")]
+                return [LastTradeId(sym, int(msg["last_trade_id"]), parse_time_us(msg["time"]))]
+        except (KeyError, TypeError, ValueError) as ex:
+            raise MalformedFrame(f"{typ} frame lacks or mistypes field {ex}") from None
+        if typ == "subscriptions":
+            subscribed = {c.get("name"): set(c.get("product_ids") or ()) for c in msg.get("channels") or ()
+                          if isinstance(c, dict)}
+            if set(self.symbols) <= subscribed.get("matches", set()):
+                return [Ack(SUBSCRIBE_ID)]
+            return [Ignored("subscriptions")]
+        if typ == "error":
+            return [VenueError(msg.get("message"), str(msg.get("reason", "")), None)]
+        if typ is None:
+            raise MalformedFrame("frame has no type")
+        return [Ignored(str(typ))]
+
+
+# --- REST repair ---------------------------------------------------------------------------------
+
+def trade_id_int(trade_id: str) -> int:
+    return int(trade_id)
+
+
+def history_by_id_request(venue_symbol: str, from_id: int, options: dict) -> HttpRequest:
+    # `after` returns the ids below it, newest first: after=lo+1000 gives lo .. lo+999.
+    return HttpRequest("GET", f"/products/{venue_symbol}/trades",
+                       {"after": str(from_id + REPAIR_PAGE), "limit": str(REPAIR_PAGE)})
+
+
+def parse_history(body: Any, symbol: str, recv_us: int, options: dict) -> list[Tick]:
+    if not isinstance(body, list):
+        raise MalformedFrame(f"coinbase trades answer is not a list: {str(body)[:200]}")
+    try:
+        out = [Tick(NAME, symbol, parse_time_us(r["time"]), r["price"], r["price"], r["price"], r["price"],
+                    r["size"], 1, _TAKER[r["side"]], str(int(r["trade_id"])), recv_us, "rest") for r in body]
+    except (KeyError, TypeError, ValueError) as ex:
+        raise MalformedFrame(f"coinbase trade row lacks or mistypes field {ex}") from None
+    out.sort(key=lambda t: int(t.trade_id))
+    return out
+
+
+def retry_after(status: int, headers: dict) -> float | None:
+    if status == 429:
+        try:
+            return float(headers.get("retry-after") or 1.0)
+        except ValueError:
+            return 1.0
+    return None
+
+
+# --- candles (reconciliation) --------------------------------------------------------------------
+
+def _iso(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def candles_request(venue_symbol: str, start_ms: int, end_ms: int) -> HttpRequest:
+    # At most 300 buckets per request; a wider range is rejected, so ask for 300 and page on.
+    end_ms = min(end_ms, start_ms + 299 * 60_000)
+    return HttpRequest("GET", f"/products/{venue_symbol}/candles",
+                       {"granularity": "60", "start": _iso(start_ms), "end": _iso(end_ms)})
+
+
+def parse_candles(body: Any) -> list[dict]:
+    if not isinstance(body, list):
+        raise MalformedFrame(f"coinbase candles answer is not a list: {str(body)[:200]}")
+    return sorted(({"minute_us": int(r[0]) * 1_000_000, "low": str(r[1]), "high": str(r[2]), "open": str(r[3]),
+                    "close": str(r[4]), "volume": str(r[5]), "trade_count": None} for r in body),
+                  key=lambda c: c["minute_us"])
