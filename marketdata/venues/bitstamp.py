@@ -1,0 +1,157 @@
+"""Bitstamp WebSocket API v2: trades over `live_trades_{pair}` on wss://ws.bitstamp.net.
+
+Facts this module encodes (shared/reference/venues-*.md §4):
+- trade ids exceed 2^53: the JSON number `id` is not exact (a double), `id_str` is -- the trade id
+  is `id_str`; prices and amounts likewise come from `price_str`/`amount_str`, time from
+  `microtimestamp` (µs string); `type` 0 = taker buy, 1 = taker sell;
+- ids are platform-wide, not consecutive per pair: loss cannot be seen in the ids, so what a
+  connector can vouch for is the time it was subscribed (SEQUENTIAL_IDS False);
+- client frames must stay under 512 bytes: one channel per subscribe frame, acked one by one
+  (`bts:subscription_succeeded` echoes the channel, our request id);
+- an unknown lowercase pair is ACKED and then silent: configured symbols are checked against
+  `trading-pairs-info` at start (the runtime fails the start for an unlisted one);
+- `bts:request_reconnect` (maintenance) gives a few seconds: answered make-before-break, a new
+  link subscribed before the old one is closed, so nothing is missed (Reconnect(rotate=True));
+- REST `transactions?time=minute|hour|day` gives only a window back from now, second timestamps
+  and no paging: it cannot restore the µs tape of a hole, so holes are recorded unrepairable
+  (REPAIR_BY None). Run `connections: 2` so one dropped link loses nothing.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from ..tick import Tick
+from .base import Ack, HttpRequest, Ignored, Instrument, MalformedFrame, Reconnect, UnknownSymbol, VenueError
+
+NAME = "bitstamp"
+LIVE_WS_URL = "wss://ws.bitstamp.net"
+LIVE_REST_URL = "https://www.bitstamp.net"
+
+IDLE_TIMEOUT = 40.0          # our heartbeat every 15 s draws a reply; the server pings ~54 s
+KEEPALIVE_INTERVAL = 15.0
+MAX_LIFETIME = 0             # the 90-day age limit ends in a close we survive like any other
+SEQUENTIAL_IDS = False
+REPAIR_BY = None
+LATENESS_US = 2_000_000
+
+_SIDES = ("buy", "sell")
+_TRADES = "live_trades_"
+
+OPTIONS = {"heartbeat_interval": "seconds between our bts:heartbeat requests (default 15)"}
+
+
+def validate_options(options: dict) -> None:
+    unknown = set(options) - set(OPTIONS)
+    if unknown:
+        raise ValueError(f"unknown option(s) {sorted(unknown)}; valid: {sorted(OPTIONS)}")
+    hb = options.get("heartbeat_interval", KEEPALIVE_INTERVAL)
+    if not isinstance(hb, (int, float)) or not 0 < hb <= 60:
+        raise ValueError(f"heartbeat_interval must be a number of seconds in (0, 60], not {hb!r}")
+
+
+def to_venue_symbol(symbol: str) -> str:
+    return symbol.replace("-", "").lower()
+
+
+# --- instruments -------------------------------------------------------------------------------
+
+def instruments_request() -> HttpRequest:
+    return HttpRequest("GET", "/api/v2/trading-pairs-info/")
+
+
+def parse_instruments(body: Any) -> list[Instrument]:
+    if not isinstance(body, list):
+        raise MalformedFrame(f"bitstamp trading-pairs-info is not a list: {str(body)[:200]}")
+    out = []
+    for r in body:
+        if r.get("trading") != "Enabled" or "/" not in r.get("name", ""):
+            continue
+        base, quote = r["name"].split("/", 1)
+        out.append(Instrument(r["url_symbol"], f"{base}-{quote}", "TRADING"))
+    return out
+
+
+# --- websocket ---------------------------------------------------------------------------------
+
+def connect_url(base: str, venue_symbols: list[str], options: dict, session: object = None) -> str:
+    return base.rstrip("/") + "/"
+
+
+def subscribe_messages(venue_symbols: list[str], options: dict, first_id: int = 1) -> list[tuple[str, str]]:
+    return [(_TRADES + s, orjson.dumps({"event": "bts:subscribe", "data": {"channel": _TRADES + s}}).decode())
+            for s in venue_symbols]
+
+
+def keepalive(options: dict, session: object = None) -> tuple[float, str]:
+    return float(options.get("heartbeat_interval", KEEPALIVE_INTERVAL)), '{"event":"bts:heartbeat"}'
+
+
+class Parser:
+    __slots__ = ("symbols",)
+
+    def __init__(self, symbols: dict[str, str], options: dict):
+        self.symbols = symbols
+
+    def parse(self, frame: str | bytes, recv_us: int) -> list:
+        try:
+            msg = orjson.loads(frame)
+        except orjson.JSONDecodeError as e:
+            raise MalformedFrame(f"invalid JSON: {e}") from None
+        if not isinstance(msg, dict):
+            raise MalformedFrame("frame is not a JSON object")
+        event = msg.get("event")
+        if event == "trade":
+            channel = msg.get("channel")
+            if not isinstance(channel, str) or not channel.startswith(_TRADES):
+                return [Ignored(str(channel))]
+            pair = channel[len(_TRADES):]
+            sym = self.symbols.get(pair)
+            if sym is None:
+                return [UnknownSymbol(pair)]
+            d = msg.get("data")
+            try:
+                tid = d.get("id_str") or str(d["id"])   # the number is only exact below 2^53
+                px = d["price_str"]
+                return [Tick(NAME, sym, int(d["microtimestamp"]), px, px, px, px, d["amount_str"], 1,
+                             _SIDES[d["type"]], tid, recv_us)]
+            except (KeyError, TypeError, ValueError, IndexError, AttributeError) as ex:
+                raise MalformedFrame(f"trade lacks or mistypes field {ex}") from None
+        if event == "bts:subscription_succeeded":
+            return [Ack(msg.get("channel"))]
+        if event == "bts:request_reconnect":
+            return [Reconnect("bts:request_reconnect", rotate=True)]
+        if event == "bts:error":
+            d = msg.get("data") if isinstance(msg.get("data"), dict) else {}
+            return [VenueError(d.get("code"), str(d.get("message", "")), msg.get("channel"))]
+        if isinstance(event, str):
+            return [Ignored(event)]      # heartbeat replies, unsubscription acks, connection_established
+        raise MalformedFrame("frame has no event")
+
+
+def retry_after(status: int, headers: dict) -> float | None:
+    if status == 429:
+        try:
+            return float(headers.get("retry-after") or 1.0)
+        except ValueError:
+            return 1.0
+    return None
+
+
+# --- candles (reconciliation) --------------------------------------------------------------------
+
+def candles_request(venue_symbol: str, start_ms: int, end_ms: int) -> HttpRequest:
+    return HttpRequest("GET", f"/api/v2/ohlc/{venue_symbol}/",
+                       {"step": "60", "limit": "1000", "start": str(start_ms // 1000), "end": str(end_ms // 1000)})
+
+
+def parse_candles(body: Any) -> list[dict]:
+    try:
+        rows = body["data"]["ohlc"]
+    except (KeyError, TypeError):
+        raise MalformedFrame(f"bitstamp ohlc lacks data.ohlc: {str(body)[:200]}") from None
+    return sorted(({"minute_us": int(r["timestamp"]) * 1_000_000, "open": r["open"], "high": r["high"],
+                    "low": r["low"], "close": r["close"], "volume": r["volume"], "trade_count": None}
+                   for r in rows), key=lambda c: c["minute_us"])

@@ -1,0 +1,209 @@
+"""Gate.io API v4 spot: trades over `spot.trades` on /ws/v4/.
+
+Facts this module encodes (shared/reference/venues-*.md §3):
+- one trade per push; `id` is platform-wide (not consecutive per pair), `id_market` grows by one
+  per trade of the pair: it is the continuity field, so it is our trade id (REST calls it
+  `sequence_id`), and a jump in it is a gap;
+- `create_time_ms` is a STRING of milliseconds with sub-millisecond decimals ("…213.4578"):
+  parsed by hand to integer µs, never through a float;
+- one ack per request `{"event":"subscribe","error":null,"result":{"status":"success"}}`; errors
+  carry `error: {code, message}`;
+- keepalive `{"time":s,"channel":"spot.ping"}` -> `spot.pong`; it also resets the server's idle
+  timer (the request time must be current, so the ping is built anew each time);
+- REST `/spot/trades?last_id=` pages by the PLATFORM id (ids after it, newest first, <= 1000): to
+  repair market ids lo.. we need the platform id of market id lo-1, which the parser remembers
+  for recent trades (`_Cursors`); where it is not known (a restart) the newest page is asked for
+  and what it does not reach is recorded unrepairable;
+- candlestick rows are [t, quote_vol, close, high, low, open, base_vol, closed] (odd order).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import orjson
+
+from ..tick import Tick
+from .base import Ack, HttpRequest, Ignored, Instrument, MalformedFrame, UnknownSymbol, VenueError
+
+NAME = "gateio"
+LIVE_WS_URL = "wss://api.gateio.ws"
+LIVE_REST_URL = "https://api.gateio.ws"
+
+IDLE_TIMEOUT = 25.0          # our spot.ping every 10 s draws a pong, the server pings too
+KEEPALIVE_INTERVAL = 10.0    # the official demo's period
+MAX_LIFETIME = 0
+SEQUENTIAL_IDS = True        # on id_market
+REPAIR_BY = "id"
+REPAIR_PAGE = 1000
+LATENESS_US = 2_000_000
+
+OPTIONS = {"ping_interval": "seconds between our spot.ping requests (default 10)"}
+
+
+def validate_options(options: dict) -> None:
+    unknown = set(options) - set(OPTIONS)
+    if unknown:
+        raise ValueError(f"unknown option(s) {sorted(unknown)}; valid: {sorted(OPTIONS)}")
+    pi = options.get("ping_interval", KEEPALIVE_INTERVAL)
+    if not isinstance(pi, (int, float)) or not 0 < pi <= 60:
+        raise ValueError(f"ping_interval must be a number of seconds in (0, 60], not {pi!r}")
+
+
+def to_venue_symbol(symbol: str) -> str:
+    return symbol.replace("-", "_")
+
+
+def ts_us_of(ms_text: str) -> int:
+    """Gate's "1606292218213.4578" (ms, decimals optional) -> 1606292218213457 µs, exactly."""
+    ms, _, frac = ms_text.partition(".")
+    if not ms.isdigit() or (frac and not frac.isdigit()):
+        raise ValueError(f"not a millisecond timestamp: {ms_text!r}")
+    return int(ms) * 1000 + int((frac + "000")[:3])
+
+
+class _Cursors:
+    """Platform id of recent trades by (pair, id_market): the REST `last_id` for a repair."""
+
+    KEEP = 200_000
+
+    def __init__(self) -> None:
+        self._by_pair: dict[str, dict[int, int]] = {}
+
+    def note(self, pair: str, id_market: int, platform_id: int) -> None:
+        d = self._by_pair.setdefault(pair, {})
+        d[id_market] = platform_id
+        if len(d) > self.KEEP * 1.2:
+            for k in list(d)[: len(d) - self.KEEP]:
+                del d[k]
+
+    def get(self, pair: str, id_market: int) -> int | None:
+        return self._by_pair.get(pair, {}).get(id_market)
+
+
+CURSORS = _Cursors()
+
+
+# --- instruments -------------------------------------------------------------------------------
+
+def instruments_request() -> HttpRequest:
+    return HttpRequest("GET", "/api/v4/spot/currency_pairs")
+
+
+def parse_instruments(body: Any) -> list[Instrument]:
+    if not isinstance(body, list):
+        raise MalformedFrame(f"gateio currency_pairs is not a list: {str(body)[:200]}")
+    return [Instrument(r["id"], f"{r['base']}-{r['quote']}", "TRADING")
+            for r in body if r.get("trade_status") == "tradable"]
+
+
+# --- websocket ---------------------------------------------------------------------------------
+
+def connect_url(base: str, venue_symbols: list[str], options: dict, session: object = None) -> str:
+    return base.rstrip("/") + "/ws/v4/"
+
+
+def subscribe_messages(venue_symbols: list[str], options: dict, first_id: int = 1) -> list[tuple[int, str]]:
+    return [(first_id, orjson.dumps({"time": int(time.time()), "id": first_id, "channel": "spot.trades",
+                                     "event": "subscribe", "payload": venue_symbols}).decode())]
+
+
+def _ping() -> str:
+    return '{"time":%d,"channel":"spot.ping"}' % int(time.time())
+
+
+def keepalive(options: dict, session: object = None):
+    return float(options.get("ping_interval", KEEPALIVE_INTERVAL)), _ping
+
+
+class Parser:
+    __slots__ = ("symbols",)
+
+    def __init__(self, symbols: dict[str, str], options: dict):
+        self.symbols = symbols
+
+    def parse(self, frame: str | bytes, recv_us: int) -> list:
+        try:
+            msg = orjson.loads(frame)
+        except orjson.JSONDecodeError as e:
+            raise MalformedFrame(f"invalid JSON: {e}") from None
+        if not isinstance(msg, dict):
+            raise MalformedFrame("frame is not a JSON object")
+        channel, event = msg.get("channel"), msg.get("event")
+        if event == "update" and channel == "spot.trades":
+            r = msg.get("result")
+            try:
+                pair = r["currency_pair"]
+                sym = self.symbols.get(pair)
+                if sym is None:
+                    return [UnknownSymbol(pair)]
+                m = int(r["id_market"])
+                CURSORS.note(pair, m, int(r["id"]))
+                px = r["price"]
+                return [Tick(NAME, sym, ts_us_of(r["create_time_ms"]), px, px, px, px, r["amount"], 1,
+                             r["side"], str(m), recv_us)]
+            except (KeyError, TypeError, ValueError) as ex:
+                raise MalformedFrame(f"spot.trades update lacks or mistypes field {ex}") from None
+        err = msg.get("error")
+        if err:
+            if not isinstance(err, dict):
+                raise MalformedFrame(f"error is not an object: {err!r}")
+            return [VenueError(err.get("code"), str(err.get("message", "")), msg.get("id"))]
+        if event in ("subscribe", "unsubscribe"):
+            return [Ack(msg.get("id"))]
+        if channel == "spot.pong" or channel is not None:
+            return [Ignored(str(channel))]
+        raise MalformedFrame("frame has no channel")
+
+
+# --- REST repair ---------------------------------------------------------------------------------
+
+def history_by_id_request(venue_symbol: str, from_id: int, options: dict) -> HttpRequest:
+    """Market ids from_id.. : the trades after the platform id of market id from_id-1."""
+    params: dict[str, Any] = {"currency_pair": venue_symbol, "limit": str(REPAIR_PAGE)}
+    cursor = CURSORS.get(venue_symbol, from_id - 1)
+    if cursor is not None:
+        params.update({"last_id": str(cursor), "reverse": "false"})
+    return HttpRequest("GET", "/api/v4/spot/trades", params)
+
+
+def parse_history(body: Any, symbol: str, recv_us: int, options: dict) -> list[Tick]:
+    if not isinstance(body, list):
+        raise MalformedFrame(f"gateio trades is not a list: {str(body)[:200]}")
+    out = []
+    try:
+        for r in body:
+            m = int(r["sequence_id"])
+            CURSORS.note(r["currency_pair"], m, int(r["id"]))
+            px = r["price"]
+            out.append(Tick(NAME, symbol, ts_us_of(r["create_time_ms"]), px, px, px, px, r["amount"], 1,
+                            r["side"], str(m), recv_us, "rest"))
+    except (KeyError, TypeError, ValueError) as ex:
+        raise MalformedFrame(f"gateio trade row lacks or mistypes field {ex}") from None
+    out.sort(key=lambda t: int(t.trade_id))
+    return out
+
+
+def retry_after(status: int, headers: dict) -> float | None:
+    if status == 429:
+        try:
+            return float(headers.get("retry-after") or 1.0)
+        except ValueError:
+            return 1.0
+    return None
+
+
+# --- candles (reconciliation) --------------------------------------------------------------------
+
+def candles_request(venue_symbol: str, start_ms: int, end_ms: int) -> HttpRequest:
+    return HttpRequest("GET", "/api/v4/spot/candlesticks",
+                       {"currency_pair": venue_symbol, "interval": "1m", "from": str(start_ms // 1000),
+                        "to": str(end_ms // 1000)})
+
+
+def parse_candles(body: Any) -> list[dict]:
+    if not isinstance(body, list):
+        raise MalformedFrame(f"gateio candlesticks is not a list: {str(body)[:200]}")
+    return sorted(({"minute_us": int(r[0]) * 1_000_000, "open": r[5], "high": r[3], "low": r[4], "close": r[2],
+                    "volume": r[6], "trade_count": None} for r in body), key=lambda c: c["minute_us"])
