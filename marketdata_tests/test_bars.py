@@ -351,7 +351,9 @@ def test_audit_names_exactly_the_uncovered_minutes(ch):
 
 def test_calendar_plugs_into_the_audit(ch, monkeypatch):
     assert cal.expected_count("binance", "BTC-USDT", H0) == 60
-    assert cal.expected_count("alpaca", "AAPL-USD", H0) == 60       # TODO: NYSE session calendar
+    assert cal.expected_count("alpaca", "AAPL-USD", H0) == 0        # New Year's Day, at night
+    monday_10am_ny = 1767625200_000000                                # 2026-01-05 15:00 UTC
+    assert cal.expected_count("alpaca", "AAPL-USD", monday_10am_ny) == 60
     with pytest.raises(ValueError):
         cal.expected_minutes("binance", "BTC-USDT", H0 + 1)
 

@@ -1,7 +1,8 @@
 """Market calendars: which minutes of an hour a (exchange, symbol) is expected to have a bar for.
 
 Crypto venues trade 24/7: every minute of every hour is expected. Equities (Alpaca) trade in
-sessions; their calendar plugs in here through ``register_calendar`` without touching the audit.
+NYSE sessions (``SessionCalendar("XNYS")`` from the maintained ``exchange_calendars`` library);
+other calendars plug in through ``register_calendar`` without touching the audit.
 
 Interface: a calendar answers ``expected_minutes(hour_start_us) -> tuple[int, ...]``, the minute
 offsets (0..59) inside the UTC hour starting at ``hour_start_us`` that should hold a complete bar.
@@ -9,9 +10,10 @@ offsets (0..59) inside the UTC hour starting at ``hour_start_us`` that should ho
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from typing import Protocol
 
-from ..clock import US_PER_HOUR
+from ..clock import US_PER_HOUR, US_PER_MINUTE
 
 ALL_MINUTES: tuple[int, ...] = tuple(range(60))
 
@@ -38,14 +40,69 @@ class AlwaysOpen:
 
 ALWAYS_OPEN = AlwaysOpen()
 
-# TODO(equities calendar issue): Alpaca must follow the NYSE regular session (09:30-16:00
-# America/New_York: 14:30-21:00 UTC, 13:30-20:00 UTC during US DST), with NYSE holidays and early
-# closes (13:00 ET). No maintained exchange-calendar library is installed yet; the reference
-# notes recommend `exchange_calendars` (XNYS: sessions, early_closes, is_open_on_minute).
-# Until it is added, alpaca uses the 24/7 rule below, so an Alpaca hour outside the session is
-# only complete if the connector kept marking coverage through it (it does while subscribed).
-# Plug the real calendar in with register_calendar("alpaca", NyseCalendar()).
 _BY_EXCHANGE: dict[str, MarketCalendar] = {}
+
+
+class SessionCalendar:
+    """An exchange that trades in sessions (``exchange_calendars`` code, e.g. ``XNYS``): the
+    expected minutes are the session minutes, in UTC, so holidays give none, early closes (13:00
+    ET) stop early and daylight-saving switches move the session by an hour on their own.
+
+    The library is imported on first use (it pulls pandas); its schedule is turned once into
+    sorted open/close arrays so each hour is a bisect, not a pandas lookup."""
+
+    def __init__(self, code: str, start: str = "2000-01-01") -> None:
+        self.name = code
+        self.code = code
+        self.start = start
+        self._opens: list[int] = []
+        self._closes: list[int] = []
+        self._first_us = self._last_us = 0
+
+    def _load(self) -> None:
+        import exchange_calendars  # a maintained calendar: holiday and early-close rules are its job
+
+        cal = exchange_calendars.get_calendar(self.code, start=self.start)
+        sched = cal.schedule
+        self._opens = [int(t.value // 1000) for t in sched["open"]]
+        self._closes = [int(t.value // 1000) for t in sched["close"]]
+        self._first_us = int(cal.first_session.value // 1000)
+        self._last_us = int(cal.last_session.value // 1000) + 24 * US_PER_HOUR
+
+    def sessions(self, start_us: int, end_us: int) -> list[tuple[int, int]]:
+        """(open_us, close_us) of the sessions overlapping [start_us, end_us)."""
+        if not self._opens:
+            self._load()
+        if start_us < self._first_us or end_us > self._last_us:
+            raise ValueError(f"{self.code} calendar covers {self._first_us}..{self._last_us} µs only; "
+                             f"asked for {start_us}..{end_us}")
+        i = max(0, bisect_right(self._opens, start_us) - 1)
+        out = []
+        while i < len(self._opens) and self._opens[i] < end_us:
+            if self._closes[i] > start_us:
+                out.append((self._opens[i], self._closes[i]))
+            i += 1
+        return out
+
+    def expected_minutes(self, hour_start_us: int) -> tuple[int, ...]:
+        end = hour_start_us + US_PER_HOUR
+        out = []
+        for o, c in self.sessions(hour_start_us, end):
+            for m in range(60):
+                t = hour_start_us + m * US_PER_MINUTE
+                if o <= t and t + US_PER_MINUTE <= c:
+                    out.append(m)
+        return tuple(sorted(set(out)))
+
+    def __repr__(self) -> str:
+        return f"SessionCalendar({self.code!r})"
+
+
+NYSE = SessionCalendar("XNYS")
+
+# Alpaca streams US equities; the bars we audit are the NYSE regular session (09:30-16:00
+# America/New_York). IEX prints outside it are stored but those minutes are not expected.
+_BY_EXCHANGE: dict[str, MarketCalendar] = {"alpaca": NYSE}
 
 
 def register_calendar(exchange: str, calendar: MarketCalendar) -> None:

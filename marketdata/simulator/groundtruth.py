@@ -5,7 +5,9 @@ venue's trade id as text, ``ts_us`` the trade time as the venue reports it in in
 UTC, price and qty exactly as the wire strings, ``side`` the taker side (``buy``/``sell``).
 
 Rows are written from the tapes incrementally (per venue and symbol, in trade-id order within a
-symbol; symbols of one flush are grouped, so rows are not globally time-ordered).
+symbol; symbols of one flush are grouped, so rows are not globally time-ordered). A venue whose
+trades can change after the fact (corrections, cancels) offers ``truth_amendments()``; the
+writer rewrites those rows on its next flush.
 """
 
 from __future__ import annotations
@@ -49,7 +51,28 @@ class GroundTruthWriter:
                     n += end - w
         self._f.flush()
         self.rows += n
+        amendments: dict[tuple[str, str, str], str] = {}
+        for v in self.venues:
+            take = getattr(v, "truth_amendments", None)
+            if take is not None:
+                amendments.update(take())
+        if amendments:
+            self._amend(amendments)
         return n
+
+    def _amend(self, changes: dict[tuple[str, str, str], str]) -> None:
+        """Rows a venue superseded after they were written (Alpaca corrections and cancels):
+        ``(exchange, symbol, trade_id) -> new line`` ("" deletes). Rare, so the file is rewritten
+        and swapped in atomically: a reader never sees a half-amended truth."""
+        self._f.close()
+        tmp = self.path.with_name(self.path.name + ".amend")
+        with open(self.path, encoding="ascii", newline="") as src, \
+                open(tmp, "w", encoding="ascii", newline="") as dst:
+            for line in src:
+                key = tuple(line.split(",", 3)[:3])
+                dst.write(changes.get(key, line))
+        os.replace(tmp, self.path)
+        self._f = open(self.path, "a", encoding="ascii", newline="", buffering=1 << 20)
 
     def close(self) -> None:
         if self.closed:
