@@ -34,8 +34,7 @@ def _truth_rows(path) -> int:
 
 
 def test_bitfinex_end_to_end_with_faults_matches_ground_truth(pipeline_factory, clickhouse, monkeypatch):
-    # speed 60: the connector has 5 wall seconds to subscribe before the hour, on a loaded machine too
-    p = pipeline_factory(repair=True, venue="bitfinex", sim_args=SIM_ARGS, options={}, rate=1000, speed=60)
+    p = pipeline_factory(repair=True, venue="bitfinex", sim_args=SIM_ARGS, options={}, rate=1000, speed=120)
     p.wait_health("connections", 1)
     assert p.sim_now() < HOUR, "the connector must be subscribed before the audited hour starts"
     wait_for(lambda: p.sim_now() >= HOUR + 2 * US_PER_MINUTE, 60, "sim time 10:02")

@@ -35,7 +35,7 @@ def _open_conn(p) -> int:
 
 def test_bitstamp_end_to_end_request_reconnects_rotate_and_ids_stay_exact(pipeline_factory, clickhouse,
                                                                           monkeypatch):
-    p = pipeline_factory(venue="bitstamp", symbols=SYMBOLS, rate=1500, sim_args=[], speed=60,
+    p = pipeline_factory(venue="bitstamp", symbols=SYMBOLS, rate=1500, sim_args=[],
                          options={"heartbeat_interval": 1.0}, venue_config={"connections": 2})
     p.wait_health("connections", 2)
     assert p.sim_now() < HOUR, "the connector must be subscribed before the audited hour starts"

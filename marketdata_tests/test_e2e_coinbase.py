@@ -30,9 +30,7 @@ SYMBOLS = ["BTC-USD", "ETH-USD"]
 
 def test_coinbase_traps_and_quiet_period_heartbeat_gap_match_ground_truth(pipeline_factory, clickhouse,
                                                                           monkeypatch):
-    # speed 90 rather than 120: the ingest process must be up within the 5 simulated minutes before
-    # the hour even on a loaded machine.
-    p = pipeline_factory(venue="coinbase", symbols=SYMBOLS, sim_args=[], options={}, speed=90)
+    p = pipeline_factory(venue="coinbase", symbols=SYMBOLS, sim_args=[], options={})
     p.wait_health("connections", 1)
     # When the link opened (health is written once a second, so read the simulator's record).
     st = p.sim.stats("coinbase")

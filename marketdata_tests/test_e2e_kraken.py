@@ -34,9 +34,7 @@ from .pipeline import (HOUR, check_bars, check_dagster, check_ticks, pipeline_fa
                        read_truth, standard_faults)
 
 SYMBOLS = ["BTC-USD", "DOGE-USD"]        # XBT/USD and XDG/USD on the v1 wire, XXBTZUSD in REST
-# A little slower than the harness's 120: the connector must be subscribed within the simulator's
-# 5 lead-in minutes (3.3 s wall here), also on a loaded machine. The hour takes ~40 s.
-SPEED = 90
+SPEED = 120
 
 
 def _vouched_before_the_hour(p, ch) -> None:
