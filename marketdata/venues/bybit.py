@@ -1,0 +1,203 @@
+"""Bybit v5 spot public: trades over `publicTrade.{symbol}` on /v5/public/spot.
+
+Facts this module encodes (shared/reference/venues-bybit-bitfinex-gateio-bitstamp-alpaca.md §1):
+- keepalive is the JSON `{"op":"ping"}` every 20 s (no server pings on public streams); the pong is
+  `{"success":true,"ret_msg":"pong","op":"ping"}` -- its `op` is "ping", so match on ret_msg;
+- spot accepts at most 10 args per subscribe request ("args size >10" otherwise) and answers one
+  ack per request: subscribes are split into requests of <= 10 topics, each with its own req_id;
+- a `publicTrade` message carries many trades (`data[]`, ascending); `p`/`v` are strings, `T` is
+  ms, `S` the taker side (Buy/Sell), `i` the id as a string;
+- trade ids are NOT documented as consecutive per symbol (spot ids come from a shared counter), so
+  a dropped message cannot be seen in the ids: holes are spans of time from a disconnect until the
+  next trade (SEQUENTIAL_IDS = False), de-duplicated by id;
+- REST `recent-trade` gives ONLY the last <= 60 trades, with no time or id paging: a hole is
+  repaired only when those reach back past its start; otherwise what it gives is kept and the hole
+  is recorded unrepairable (its minutes stay incomplete). A redundant second connection
+  (`connections: 2`) is how Bybit loses nothing across a drop;
+- REST answers `{"retCode":0,"result":{...}}`, errors as retCode != 0 even with HTTP 200;
+- symbols are BTCUSDT; base/quote come from instruments-info `baseCoin`/`quoteCoin`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from ..tick import Tick
+from .base import Ack, HttpRequest, Ignored, Instrument, MalformedFrame, UnknownSymbol, VenueError
+
+NAME = "bybit"
+LIVE_WS_URL = "wss://stream.bybit.com"
+LIVE_REST_URL = "https://api.bybit.com"
+
+IDLE_TIMEOUT = 30.0          # our pings every 20 s draw a pong: 30 s of nothing is a dead link
+KEEPALIVE_INTERVAL = 20.0    # the venue's recommendation
+MAX_LIFETIME = 0
+SEQUENTIAL_IDS = False       # ids are not consecutive: holes are spans of time
+REPAIR_BY = "time"
+RECENT_LIMIT = 60            # spot recent-trade maximum
+MAX_ARGS = 10                # spot args per subscribe request
+LATENESS_US = 2_000_000
+
+OPTIONS = {"ping_interval": "seconds between our op pings (default 20)"}
+
+_SIDES = {"Buy": "buy", "Sell": "sell"}
+
+
+def validate_options(options: dict) -> None:
+    unknown = set(options) - set(OPTIONS)
+    if unknown:
+        raise ValueError(f"unknown option(s) {sorted(unknown)}; valid: {sorted(OPTIONS)}")
+    pi = options.get("ping_interval", KEEPALIVE_INTERVAL)
+    if not isinstance(pi, (int, float)) or not 0 < pi <= 60:
+        raise ValueError(f"ping_interval must be a number of seconds in (0, 60], not {pi!r}")
+
+
+def to_venue_symbol(symbol: str) -> str:
+    return symbol.replace("-", "")
+
+
+# --- REST envelope and instruments ----------------------------------------------------------------
+
+def _result(body: Any) -> dict:
+    if not isinstance(body, dict) or not isinstance(body.get("result"), dict):
+        raise MalformedFrame(f"bybit REST answer lacks result: {str(body)[:200]}")
+    if body.get("retCode", 0) != 0:
+        raise MalformedFrame(f"bybit REST error {body.get('retCode')}: {body.get('retMsg')}")
+    return body["result"]
+
+
+def _list(body: Any) -> list:
+    rows = _result(body).get("list")
+    if not isinstance(rows, list):
+        raise MalformedFrame("bybit REST result lacks list")
+    return rows
+
+
+def instruments_request() -> HttpRequest:
+    return HttpRequest("GET", "/v5/market/instruments-info", {"category": "spot"})
+
+
+def parse_instruments(body: Any) -> list[Instrument]:
+    return [Instrument(r["symbol"], f"{r['baseCoin']}-{r['quoteCoin']}", r.get("status", ""))
+            for r in _list(body) if r.get("status") == "Trading"]
+
+
+# --- websocket -----------------------------------------------------------------------------------
+
+def connect_url(base: str, venue_symbols: list[str], options: dict, session: object = None) -> str:
+    return base.rstrip("/") + "/v5/public/spot"
+
+
+def subscribe_messages(venue_symbols: list[str], options: dict, first_id: int = 1) -> list[tuple[str, str]]:
+    topics = [f"publicTrade.{s}" for s in venue_symbols]
+    out = []
+    for k in range(0, len(topics), MAX_ARGS):
+        rid = f"sub-{first_id + len(out)}"
+        out.append((rid, orjson.dumps({"req_id": rid, "op": "subscribe", "args": topics[k:k + MAX_ARGS]}).decode()))
+    return out
+
+
+def keepalive(options: dict, session: object = None) -> tuple[float, str]:
+    return float(options.get("ping_interval", KEEPALIVE_INTERVAL)), '{"op":"ping"}'
+
+
+class Parser:
+    __slots__ = ("symbols",)
+
+    def __init__(self, symbols: dict[str, str], options: dict):
+        self.symbols = symbols
+
+    def parse(self, frame: str | bytes, recv_us: int) -> list:
+        try:
+            msg = orjson.loads(frame)
+        except orjson.JSONDecodeError as e:
+            raise MalformedFrame(f"invalid JSON: {e}") from None
+        if not isinstance(msg, dict):
+            raise MalformedFrame("frame is not a JSON object")
+        topic = msg.get("topic")
+        if topic is None:
+            return [self._control(msg)]
+        if not isinstance(topic, str) or not topic.startswith("publicTrade."):
+            return [Ignored(str(topic))]
+        data = msg.get("data")
+        if not isinstance(data, list):
+            raise MalformedFrame("publicTrade frame lacks data[]")
+        out: list = []
+        try:
+            for d in data:
+                vs = d["s"]
+                sym = self.symbols.get(vs)
+                if sym is None:
+                    out.append(UnknownSymbol(vs))
+                    continue
+                p, v, tid = d["p"], d["v"], d["i"]
+                if not (isinstance(p, str) and isinstance(v, str) and isinstance(tid, str)):
+                    raise TypeError("p/v/i must be strings")
+                out.append(Tick(NAME, sym, int(d["T"]) * 1000, p, p, p, p, v, 1, _SIDES[d["S"]], tid, recv_us))
+        except (KeyError, TypeError, ValueError) as ex:
+            raise MalformedFrame(f"publicTrade frame lacks or mistypes field {ex}") from None
+        return out
+
+    @staticmethod
+    def _control(msg: dict) -> object:
+        op, ret = msg.get("op"), msg.get("ret_msg")
+        if ret == "pong" or op == "pong":
+            return Ignored("pong")
+        if op in ("subscribe", "unsubscribe"):
+            if msg.get("success"):
+                return Ack(msg.get("req_id"))
+            return VenueError(op, str(ret), msg.get("req_id"))
+        if "success" in msg:
+            return VenueError(op, str(ret), msg.get("req_id")) if not msg["success"] else Ignored(str(op))
+        raise MalformedFrame("frame has neither topic nor op")
+
+
+# --- REST repair ------------------------------------------------------------------------------------
+
+def history_by_time_request(venue_symbol: str, start_us: int, end_us: int | None, options: dict,
+                            cursor: object = None) -> HttpRequest:
+    # No time or id parameters exist on spot: the last 60 trades are all the venue gives back.
+    return HttpRequest("GET", "/v5/market/recent-trade",
+                       {"category": "spot", "symbol": venue_symbol, "limit": str(RECENT_LIMIT)})
+
+
+def parse_history_page(body: Any, symbol: str, recv_us: int, options: dict, start_us: int,
+                       end_us: int | None) -> tuple[list[Tick], None, bool]:
+    """(ticks oldest first, no next page, complete). Complete only when the page reaches strictly
+    before `start_us` (a trade at `start_us` itself may have had same-millisecond siblings that fell
+    off the page) or holds fewer rows than asked (the venue's whole tape)."""
+    rows = _list(body)
+    try:
+        ticks = [Tick(NAME, symbol, int(r["time"]) * 1000, r["price"], r["price"], r["price"], r["price"],
+                      r["size"], 1, _SIDES[r["side"]], str(r["execId"]), recv_us, "rest") for r in rows]
+    except (KeyError, TypeError, ValueError) as ex:
+        raise MalformedFrame(f"recent-trade row lacks or mistypes field {ex}") from None
+    ticks.sort(key=lambda t: (t.ts_us, int(t.trade_id)))
+    complete = len(ticks) < RECENT_LIMIT or (bool(ticks) and ticks[0].ts_us < start_us)
+    if end_us is not None:
+        ticks = [t for t in ticks if t.ts_us <= end_us]
+    return ticks, None, complete
+
+
+def retry_after(status: int, headers: dict) -> float | None:
+    if status in (403, 429):
+        try:
+            return float(headers.get("retry-after") or 1.0)
+        except ValueError:
+            return 1.0
+    return None
+
+
+# --- candles (reconciliation) -------------------------------------------------------------------------
+
+def candles_request(venue_symbol: str, start_ms: int, end_ms: int) -> HttpRequest:
+    return HttpRequest("GET", "/v5/market/kline", {"category": "spot", "symbol": venue_symbol, "interval": "1",
+                                                   "start": str(start_ms), "end": str(end_ms), "limit": "1000"})
+
+
+def parse_candles(body: Any) -> list[dict]:
+    # Newest first on the wire; no trade count.
+    return sorted(({"minute_us": int(r[0]) * 1000, "open": r[1], "high": r[2], "low": r[3], "close": r[4],
+                    "volume": r[5], "trade_count": None} for r in _list(body)), key=lambda c: c["minute_us"])
