@@ -8,7 +8,7 @@
         options: {trade_stream: trade}
         repair: true
         books: true               # keep order books, publish quotes (or a list of the symbols)
-    simulator: {rate: 500, seed: 7}
+    simulator: {rate: 500, seed: 7, venue_options: {alpaca: {sessions: always}}}
 
 Mistakes fail at load with a message that names the bad value and what is valid.
 """
@@ -42,6 +42,7 @@ class VenueConfig:
     connections: int = 1
     idle_timeout: float | None = None      # None: the venue module's default
     max_lifetime: float | None = None      # rotate links after this many seconds (None: venue's)
+    silent_after: float | None = None      # report a subscribed symbol silent this long (None: default)
     options: dict[str, Any] = field(default_factory=dict)
     books: list[str] = field(default_factory=list)   # symbols whose order book is kept (and quoted)
 
@@ -54,6 +55,8 @@ class SimulatorSettings:
     start: str | None = None
     ping_interval: float = 20.0
     pong_timeout: float = 60.0
+    # venue -> {option: value}: the simulator's per-venue knobs (``--venue-option venue.key=value``)
+    venue_options: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 @dataclass
@@ -142,7 +145,7 @@ def parse_config(raw: dict, *, path: Path | None = None, resolve_endpoints: bool
         v = v or {}
         _known(f"{where}: venues.{name}", v, {"symbols", "endpoints", "ws_url", "rest_url", "repair",
                                                "connections", "idle_timeout", "max_lifetime", "options", "enabled",
-                                               "books"})
+                                               "books", "silent_after"})
         if v.get("enabled", True) is False:
             continue
         symbols = v.get("symbols")
@@ -180,17 +183,31 @@ def parse_config(raw: dict, *, path: Path | None = None, resolve_endpoints: bool
             else:
                 ws_url, rest_url = ws_url or "", rest_url or ""
         books = _books(where, name, v.get("books", False), [str(s) for s in symbols])
+        silent_after = v.get("silent_after")
+        if silent_after is not None and (isinstance(silent_after, bool) or not isinstance(silent_after, (int, float))
+                                         or silent_after <= 0):
+            raise ConfigError(f"{where}: venues.{name}.silent_after must be a positive number of seconds, "
+                              f"not {silent_after!r}")
         conns = int(v.get("connections", 1))
         if conns not in (1, 2):
             raise ConfigError(f"{where}: venues.{name}.connections must be 1 or 2, not {conns}")
         venues[name] = VenueConfig(name=name, symbols=[str(s) for s in symbols], ws_url=ws_url,
                                    rest_url=rest_url, endpoints=eps, repair=bool(v.get("repair", True)),
                                    connections=conns, idle_timeout=v.get("idle_timeout"),
-                                   max_lifetime=v.get("max_lifetime"), options=options, books=books)
+                                   max_lifetime=v.get("max_lifetime"), silent_after=silent_after,
+                                   options=options, books=books)
     if not venues:
         raise ConfigError(f"{where}: every venue is disabled")
     sim_raw = raw.get("simulator") or {}
     _known(f"{where}: simulator", sim_raw, set(SimulatorSettings.__dataclass_fields__))
+    vopts = sim_raw.get("venue_options") or {}
+    if not isinstance(vopts, dict) or not all(isinstance(o, dict) for o in vopts.values()):
+        raise ConfigError(f"{where}: simulator.venue_options must map a venue to {{option: value}}, "
+                          f"like {{alpaca: {{sessions: always}}}}")
+    unknown = [v for v in vopts if v not in registry.names()]
+    if unknown:
+        raise ConfigError(f"{where}: simulator.venue_options: unknown venue(s) {unknown}; "
+                          f"valid venues: {', '.join(registry.names())}")
     per_raw = raw.get("persist") or {}
     _known(f"{where}: persist", per_raw, set(PersistSettings.__dataclass_fields__))
     return Config(venues=venues, simulator=SimulatorSettings(**sim_raw),

@@ -355,6 +355,43 @@ def test_kucoin_book_follows_simulator_through_seq_gaps(rig, monkeypatch):
     _book_run(rig("kucoin"), ["seq_gap", "seq_gap"])
 
 
+def test_kucoin_book_survives_a_token_expiry(rig, monkeypatch):
+    """The simulator expires the feed's bullet token (401 and a close): the feed reconnects with a
+    fresh token, waits for the welcome, resubscribes and resyncs to the simulator's book."""
+    monkeypatch.setenv("MARKETDATA_KUCOIN_API_KEY", "test-key")
+    r = rig("kucoin")
+    r.start()
+    s0, s1 = r.symbols
+    r.checkpoint(s0)
+    f = r.sim.fault("kucoin", kind="token_expiry")["fault"]
+    assert f["applied_to"], f
+    wait_for(lambda: r.runner.call(lambda: r.feed.reconnects) >= 1, 30, "kucoin books reconnect after the 401",
+             on_timeout=r.diagnostics)
+    for s in r.symbols:
+        wait_for(lambda s=s: r.state(s)["live"], 30, f"kucoin {s} live with a new token", on_timeout=r.diagnostics)
+    r.checkpoint(s0)
+    r.checkpoint(s1)
+    assert r.runner.call(lambda: r.feed.reconnects) == 1, "one expiry, one reconnect"
+    tokens = httpx.get(r.base + "/_sim/stats", timeout=10).json()["kucoin"]
+    assert tokens["tokens_expired"] >= 1 and tokens["tokens_issued"] >= 2, tokens
+
+
+def test_kucoin_book_renews_its_token_before_it_expires(rig, monkeypatch):
+    """Tokens the simulator expires after 5 s, a feed told to trust one for 3 s: every link is
+    replaced (a planned reconnect and resync) before its token dies, so no 401 ever cuts it."""
+    monkeypatch.setenv("MARKETDATA_KUCOIN_API_KEY", "test-key")
+    r = rig("kucoin", options={"token_ttl": 3}, sim_args=["--venue-option", "kucoin.token_ttl=5"])
+    r.start()
+    wait_for(lambda: r.runner.call(lambda: r.feed.rotations) >= 2, 30, "kucoin books renew their token twice",
+             on_timeout=r.diagnostics)
+    s0, s1 = r.symbols
+    r.checkpoint(s0)
+    r.checkpoint(s1)
+    assert r.runner.call(lambda: r.feed.reconnects) == 0, "renewed ahead of the expiry, never cut by it"
+    tokens = httpx.get(r.base + "/_sim/stats", timeout=10).json()["kucoin"]
+    assert tokens["tokens_issued"] >= 3, tokens
+
+
 def test_kraken_book_follows_simulator_through_gaps_and_bad_checksums(rig):
     _book_run(rig("kraken", options={"book_depth": KRAKEN_DEPTH}), ["seq_gap", "bad_checksum"])
 

@@ -59,6 +59,7 @@ class BookFeed:
         self.http: httpx.AsyncClient | None = None
         self.connected = asyncio.Event()
         self.reconnects = 0
+        self.rotations = 0
         self.malformed = 0
         self.venue_errors = 0
         self.quotes = 0
@@ -81,7 +82,7 @@ class BookFeed:
         return {"book_symbols": len(self.syncs), "book_live": sum(s.live for s in self.syncs.values()),
                 "book_resyncs": self.resyncs(),
                 "book_last_resync_ms": round(last.duration_ms, 1) if last else 0,
-                "book_reconnects": self.reconnects, "book_malformed": self.malformed,
+                "book_reconnects": self.reconnects, "book_rotations": self.rotations, "book_malformed": self.malformed,
                 "book_quotes": self.quotes, "book_last_error": self.last_error[:300]}
 
     # ------------------------------------------------------------------ REST
@@ -166,6 +167,9 @@ class BookFeed:
                 return
             try:
                 link.result()
+            except _Renew:
+                self._link_down()
+                continue
             except (OSError, asyncio.TimeoutError, websockets.exceptions.WebSocketException, RuntimeError,
                     MalformedFrame, httpx.HTTPError) as e:
                 self.last_error = f"{type(e).__name__}: {e}"
@@ -194,11 +198,17 @@ class BookFeed:
         parser = mod.Parser(dict(self.by_venue_symbol), opts)
         ka = mod.keepalive(opts, session)
         idle = float(opts.get("book_idle_timeout", mod.IDLE_TIMEOUT))
+        # A session that expires (KuCoin's token) is replaced before its end: a planned reconnect
+        # and resync now beats a 401 (or a silent cut) later.
+        ttl = mod.session_ttl(session, opts) if session is not None and hasattr(mod, "session_ttl") else None
+        renew_at = time.monotonic() + max(0.5, 0.8 * ttl) if ttl else None
         async with connect(url, ping_interval=20, ping_timeout=20, open_timeout=10, close_timeout=1,
                            max_queue=1024, max_size=2 ** 24, compression=None, proxy=None) as ws:
             self._ws = ws
             for s in self.syncs.values():
                 s.start()          # buffer from now on; snapshots once subscribed
+            if not getattr(parser, "ready", True):
+                await self._await_greeting(ws, parser)
             pending = set()
             for rid, msg in mod.subscribe_messages(list(self.by_venue_symbol), opts):
                 pending.add(rid)
@@ -206,9 +216,23 @@ class BookFeed:
             helpers = [asyncio.create_task(self._keepalive(ws, *ka))] if ka else []
             try:
                 while not stop.is_set():
+                    wait = idle
+                    if renew_at is not None:
+                        wait = renew_at - time.monotonic()
+                        if wait <= 0:
+                            self.rotations += 1
+                            log.info("%s books: session ends soon; reconnecting with a new one", self.venue)
+                            await ws.close()
+                            raise _Renew()
+                        wait = min(wait, idle)
                     # asyncio.timeout, not wait_for: wait_for can swallow a cancel that races a frame
-                    async with asyncio.timeout(idle):
-                        frame = await ws.recv()
+                    try:
+                        async with asyncio.timeout(wait):
+                            frame = await ws.recv()
+                    except TimeoutError:
+                        if wait < idle:
+                            continue       # the renewal is due, not the link idle
+                        raise
                     recv = now_us()
                     try:
                         events = parser.parse(frame, recv)
@@ -241,6 +265,24 @@ class BookFeed:
             finally:
                 for h in helpers:
                     h.cancel()
+
+    async def _await_greeting(self, ws, parser) -> None:
+        """A venue that greets a new link (KuCoin ``welcome``) may ignore a subscribe sent before
+        it; the parser's ``ready`` turns True on the greeting. A refusal (stale token) ends the link."""
+        async with asyncio.timeout(10):
+            while not parser.ready:
+                try:
+                    events = parser.parse(await ws.recv(), now_us())
+                except MalformedFrame as e:
+                    self.malformed += 1
+                    log.warning("%s books: malformed frame skipped (%s)", self.venue, e)
+                    continue
+                for ev in events:
+                    if type(ev) is Reconnect:
+                        raise ConnectionError(f"{self.venue} books: the venue refused the link: {ev.reason}")
+                    if type(ev) is VenueError:
+                        self.venue_errors += 1
+                        log.error("%s books: venue error %s: %s", self.venue, ev.code, ev.message)
 
     def _subscribed(self) -> None:
         log.info("%s books: subscribed to %d symbols", self.venue, len(self.syncs))
@@ -336,6 +378,10 @@ class BookFeed:
                 await pipe.execute()
             except Exception as e:   # Redis down: the quote publisher reports and retries
                 log.debug("%s books: state write failed: %s", self.venue, e)
+
+
+class _Renew(Exception):
+    """The link was closed on purpose because its session is about to expire."""
 
 
 async def _wait(stop: asyncio.Event, delay: float) -> None:

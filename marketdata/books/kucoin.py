@@ -1,9 +1,9 @@
 """KuCoin book protocol: ``/market/level2:<symbols>`` over a bullet-token WebSocket, plus the
 full REST snapshot ``/api/v3/market/orderbook/level2``.
 
-- connect: ``POST /api/v1/bullet-public`` gives a token and an endpoint; connect to
-  ``{endpoint}?token=..&connectId=..``, wait for ``welcome``, send a JSON ping every
-  ``pingInterval``;
+- connect: the bullet-token session of ``marketdata.venues.kucoin`` (token, dynamic endpoint,
+  ``welcome`` before subscribing, JSON pings, a stale token's 401 -> Reconnect); the feed
+  reconnects with a fresh token before ``token_ttl`` runs out, and after a 401 if it comes first;
 - ``trade.l2update`` carries ``sequenceStart``/``sequenceEnd`` and per-change ``[price, size,
   sequence]`` (size ``"0"`` deletes); buffer them, fetch the snapshot (``sequence``), drop
   messages with ``sequenceEnd <= sequence`` and changes whose own sequence is ``<= sequence``;
@@ -16,12 +16,12 @@ full REST snapshot ``/api/v3/market/orderbook/level2``.
 from __future__ import annotations
 
 import os
-import uuid
 from typing import Any
 
 import orjson
 
-from ..venues.base import Ack, HttpRequest, Ignored, MalformedFrame, Reconnect, UnknownSymbol, VenueError
+from ..venues import kucoin as kucoin_venue
+from ..venues.base import HttpRequest, Ignored, MalformedFrame, UnknownSymbol
 from .sync import BookDelta, BookSnapshot
 
 NAME = "kucoin"
@@ -71,82 +71,50 @@ continues = aligns
 
 
 # --- session and websocket -------------------------------------------------------------------
+# The bullet-token protocol (session, URL, welcome, keepalive, 401 on a stale token) is the trade
+# connector's: one place knows it. Only the level2 subscription and its messages are the book's.
 
-def session_request(options: dict) -> HttpRequest:
-    return HttpRequest("POST", "/api/v1/bullet-public")
-
-
-def parse_session(body: Any) -> dict:
-    d = _data(body)
-    try:
-        server = d["instanceServers"][0]
-        return {"token": d["token"], "endpoint": server["endpoint"],
-                "ping_s": float(server.get("pingInterval", 18000)) / 1000.0}
-    except (KeyError, IndexError, TypeError, ValueError) as ex:
-        raise MalformedFrame(f"bullet answer lacks or mistypes field {ex}") from None
-
-
-def connect_url(base: str, venue_symbols: list[str], options: dict, session: dict | None = None) -> str:
-    return f"{session['endpoint']}?token={session['token']}&connectId={uuid.uuid4().hex}"
+session_request = kucoin_venue.session_request
+parse_session = kucoin_venue.parse_session
+session_ttl = kucoin_venue.session_ttl
+connect_url = kucoin_venue.connect_url
+keepalive = kucoin_venue.keepalive
 
 
 def subscribe_messages(venue_symbols: list[str], options: dict, first_id: int = 1) -> list[tuple[Any, str]]:
     out = []
-    for i in range(0, len(venue_symbols), 100):        # 100 symbols per topic at most
+    for i in range(0, len(venue_symbols), kucoin_venue.MAX_TOPICS_PER_MESSAGE):
         rid = f"l2-{first_id + len(out)}"
-        topic = "/market/level2:" + ",".join(venue_symbols[i:i + 100])
+        topic = "/market/level2:" + ",".join(venue_symbols[i:i + kucoin_venue.MAX_TOPICS_PER_MESSAGE])
         out.append((rid, orjson.dumps({"id": rid, "type": "subscribe", "topic": topic, "response": True}).decode()))
     return out
 
 
-def keepalive(options: dict, session: dict | None = None) -> tuple[float, str]:
-    interval = float(options.get("ping_interval") or (session or {}).get("ping_s", 18.0))
-    return interval / 2, orjson.dumps({"id": "book-ping", "type": "ping"}).decode()
+class Parser(kucoin_venue.Parser):
+    """The venue's parser (welcome -> ``ready``, acks, pongs, 401 -> Reconnect) reading level2
+    updates instead of matches."""
 
+    __slots__ = ()
 
-class Parser:
-    __slots__ = ("symbols",)
-
-    def __init__(self, symbols: dict[str, str], options: dict):
-        self.symbols = symbols
-
-    def parse(self, frame: str | bytes, recv_us: int) -> list:
+    def _message(self, msg: dict, recv_us: int) -> list:
+        topic, d = msg.get("topic"), msg.get("data")
+        if not isinstance(topic, str) or not isinstance(d, dict):
+            raise MalformedFrame("message lacks topic or data")
+        if not topic.startswith("/market/level2:") or msg.get("subject") != "trade.l2update":
+            return [Ignored(str(msg.get("subject")))]
         try:
-            msg = orjson.loads(frame)
-        except orjson.JSONDecodeError as e:
-            raise MalformedFrame(f"invalid JSON: {e}") from None
-        if not isinstance(msg, dict):
-            raise MalformedFrame("frame is not a JSON object")
-        t = msg.get("type")
-        if t == "message":
-            if msg.get("subject") != "trade.l2update":
-                return [Ignored(str(msg.get("subject")))]
-            try:
-                d = msg["data"]
-                vs = d["symbol"]
-                sym = self.symbols.get(vs)
-                if sym is None:
-                    return [UnknownSymbol(vs)]
-                ch = d["changes"]
-                first, last = d["sequenceStart"], d["sequenceEnd"]
-                if not (isinstance(first, int) and isinstance(last, int)):
-                    raise TypeError("sequenceStart/End")
-                return [BookDelta(sym, ch["bids"], ch["asks"], first_id=first, last_id=last,
-                                  ts_us=int(d.get("time", 0)) * 1000, recv_us=recv_us, per_level_seq=True)]
-            except (KeyError, TypeError, ValueError) as ex:
-                raise MalformedFrame(f"l2update lacks or mistypes field {ex}") from None
-        if t == "ack":
-            return [Ack(msg.get("id"))]
-        if t in ("welcome", "pong"):
-            return [Ignored(t)]
-        if t == "error":
-            code = msg.get("code")
-            if str(code) == "401":
-                return [Reconnect(f"token: {msg.get('data')}")]
-            return [VenueError(code, str(msg.get("data", "")), msg.get("id"))]
-        if t is None:
-            raise MalformedFrame("frame has no type")
-        return [Ignored(str(t))]
+            vs = d["symbol"]
+            sym = self.symbols.get(vs)
+            if sym is None:
+                return [UnknownSymbol(vs)]
+            ch = d["changes"]
+            first, last = d["sequenceStart"], d["sequenceEnd"]
+            if not (isinstance(first, int) and isinstance(last, int)):
+                raise TypeError("sequenceStart/End")
+            return [BookDelta(sym, ch["bids"], ch["asks"], first_id=first, last_id=last,
+                              ts_us=int(d.get("time", 0)) * 1000, recv_us=recv_us, per_level_seq=True)]
+        except (KeyError, TypeError, ValueError) as ex:
+            raise MalformedFrame(f"l2update lacks or mistypes field {ex}") from None
 
 
 # --- REST snapshot ---------------------------------------------------------------------------

@@ -30,6 +30,7 @@ from .backoff import Backoff
 from .publisher import Publisher
 from .rest import RestError, VenueRest
 from .sequence import SymbolSequence
+from .silence import SILENT_AFTER_S, SilenceWatch
 
 log = logging.getLogger("marketdata.ingest")
 
@@ -513,11 +514,18 @@ class VenueConnector:
                 return out, True
         return out, False
 
+    # A symbol the venue acknowledged and then never feeds (Bitstamp's unknown pair) looks exactly
+    # like a quiet market from the link; only time tells. Created on first use from the config.
+    _silence: "SilenceWatch | None" = None
+
     def _advance_coverage(self) -> None:
         now = now_us()
+        if self._silence is None:
+            self._silence = SilenceWatch(self.name, self.cfg.silent_after or SILENT_AFTER_S)
         for seq in self.seqs.values():
             for f, t in seq.advance_coverage(now):
                 self.publisher.put_coverage(self.name, seq.symbol, f, t)
+            self._silence.observe(seq)
 
     async def _coverage_loop(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
@@ -544,6 +552,7 @@ class VenueConnector:
             "lag_us": max(0, self.last_tick_recv_us - last_ts) if last_ts else 0,
             "covered_to_us": min((s.covered_to or 0 for s in seqs), default=0),
             "redis_failures": self.publisher.failures if self.publisher else 0,
+            "silent_symbols": ",".join(sorted(self._silence.silent)) if self._silence else "",
             "last_error": self.last_error[:300],
         }
 

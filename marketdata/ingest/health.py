@@ -10,6 +10,8 @@ Inputs are the health hashes the processes refresh every second in Redis:
 
 A venue is healthy when its heartbeat is fresher than ``stale_s``, its state is not "stopped" and
 its receive lag (venue event time -> our receive time of the last tick) is within ``max_lag_ms``.
+Symbols the process reports silent (``silent_symbols``: subscribed, yet no trade and no coverage
+progress for a while) are a warning, not a failure.
 A persist worker is healthy when its heartbeat is fresh and its lag (age of the oldest entry it
 has not yet acknowledged) is within ``persist_max_lag_ms``; the persist side as a whole is
 healthy when at least one worker is live and every live worker is healthy.
@@ -163,14 +165,18 @@ class VenueHealth:
     covered_to_us: int = 0
     coverage_age_s: float | None = None
     last_error: str = ""
+    silent_symbols: list[str] = field(default_factory=list)
+    # Worth a look but not a failure: the process is up and the rest of its symbols flow.
+    warnings: list[str] = field(default_factory=list)
     sample: RateSample | None = None     # keep for the next evaluation's rate
 
     def summary(self) -> str:
+        warn = f"; WARNING: {'; '.join(self.warnings)}" if self.warnings else ""
         if self.healthy:
             rate = f", {self.ticks_per_s:g} ticks/s" if self.ticks_per_s is not None else ""
             return (f"{self.venue}: healthy (heartbeat {self.heartbeat_age_s:.1f}s ago, lag "
-                    f"{self.lag_ms:.0f} ms, {self.connections} connection(s){rate})")
-        return f"{self.venue}: UNHEALTHY: {'; '.join(self.reasons)}"
+                    f"{self.lag_ms:.0f} ms, {self.connections} connection(s){rate}){warn}")
+        return f"{self.venue}: UNHEALTHY: {'; '.join(self.reasons)}{warn}"
 
 
 def evaluate_venue(venue: str, raw: Mapping[str, str] | None, now_us: int, bounds: HealthBounds,
@@ -199,6 +205,7 @@ def evaluate_venue(venue: str, raw: Mapping[str, str] | None, now_us: int, bound
         last_trade_ts_us=_int(raw, "last_trade_ts_us"), covered_to_us=covered,
         coverage_age_s=round(max(0.0, (now_us - covered) / 1e6), 3) if covered else None,
         last_error=raw.get("last_error", ""), sample=sample,
+        silent_symbols=[s for s in raw.get("silent_symbols", "").split(",") if s],
         ticks_per_s=rate_per_s(prev, sample))
     if h.state == "stopped":
         h.status = "stopped"
@@ -212,6 +219,9 @@ def evaluate_venue(venue: str, raw: Mapping[str, str] | None, now_us: int, bound
         if h.status == "ok":
             h.status = "lagging"
         h.reasons.append(f"receive lag {h.lag_ms:.0f} ms exceeds {bounds.max_lag_ms:g} ms ({ENV_MAX_LAG_MS})")
+    if h.silent_symbols and h.state != "stopped":
+        h.warnings.append(f"subscribed but silent (no trade, no coverage progress): "
+                          f"{', '.join(h.silent_symbols)}; is the pair traded on {venue}?")
     h.healthy = not h.reasons
     return h
 

@@ -52,6 +52,7 @@ def venue_metadata(h: VenueHealth) -> dict[str, Any]:
         "state": dg.MetadataValue.text(h.state or h.status),
         "pid": dg.MetadataValue.int(h.pid) if h.pid else None,
         "last_error": dg.MetadataValue.text(h.last_error) if h.last_error else None,
+        "silent_symbols": dg.MetadataValue.text(", ".join(h.silent_symbols)) if h.silent_symbols else None,
     })
 
 
@@ -65,6 +66,8 @@ def venue_check_result(h: VenueHealth, bounds: HealthBounds) -> dg.AssetCheckEva
           "max_lag_bound_ms": dg.MetadataValue.float(bounds.max_lag_ms)}
     if h.reasons:
         md["reasons"] = dg.MetadataValue.md("\n".join(f"- {r}" for r in h.reasons))
+    if h.warnings:
+        md["warnings"] = dg.MetadataValue.md("\n".join(f"- {w}" for w in h.warnings))
     if h.present:
         for k in ("heartbeat_age_s", "lag_ms", "connections", "ticks_per_s", "state", "pid"):
             v = venue_metadata(h).get(k)
