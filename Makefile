@@ -16,8 +16,9 @@ install: $(BIN)/marketdata
 demo: install
 	$(BIN)/marketdata up
 
+# Three workers: most of an end-to-end test's wall time is a simulated hour passing, not CPU.
 test: install
-	$(BIN)/python -m pytest marketdata_tests -q
+	$(BIN)/python -m pytest marketdata_tests -q -n 3
 
 bench: install
 	$(BIN)/marketdata bench --venues binance --rate 50000 --duration 60

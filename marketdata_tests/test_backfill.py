@@ -35,7 +35,7 @@ from marketdata.storage.clickhouse import ClickHouse
 from marketdata.storage.migrate import migrate
 
 from .harness import SimProc, platform_env, wait_for, write_config
-from .test_end_to_end import bars_from_truth, read_truth
+from .pipeline import bars_from_truth, read_truth
 
 H10 = parse_time_us("2026-01-05T10:00Z")
 H11 = H10 + US_PER_HOUR

@@ -88,7 +88,7 @@ def test_alpaca_e2e_corrections_cancels_and_drops_match_ground_truth(pipeline_fa
 def test_alpaca_wrong_secret_is_reported_as_402_and_never_logged(pipeline_factory, clickhouse):
     wrong = "wr0ng-s3cr3t-value"
     # REST left open so the start succeeds and the stream's own refusal is what gets reported.
-    p = pipeline_factory(venue="alpaca", symbols=SYMBOLS, hour=HOUR, options={}, env=_keys(wrong),
+    p = pipeline_factory(venue="alpaca", symbols=SYMBOLS, hour=HOUR, options={}, env=_keys(wrong), hold=False,
                          sim_args=_sim_args("--venue-option", "alpaca.rest_auth=false"))
     wait_for(lambda: p.sim.stats("alpaca")["alpaca"]["auth_failures"] >= 1, 30, "a refused auth",
              on_timeout=p.diagnostics)

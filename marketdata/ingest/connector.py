@@ -537,6 +537,7 @@ class VenueConnector:
         last_ts = max((s.last_ts for s in seqs), default=0)
         return {
             "heartbeat_us": now_us(), "pid": os.getpid(), "connections": self.connected,
+            "subscribed_symbols": sum(1 for s in seqs if s.links > 0),
             "symbols": len(self.seqs), "ticks_in": self.ticks_in,
             "ticks_published": self.publisher.published_ticks if self.publisher else 0,
             "queued": self.publisher.queued if self.publisher else 0,

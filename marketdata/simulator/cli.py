@@ -58,6 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--venue-option", action="append", default=[], metavar="VENUE.KEY=VALUE",
                    help="venue option, value parsed as JSON when possible (e.g. binance.max_incoming_per_s=0)")
     p.add_argument("--paused", action="store_true", help="start with generation paused")
+    p.add_argument("--hold-clock", action="store_true",
+                   help="with --paused: simulated time stands at --start until the first resume, so a "
+                        "client that is slow to connect still sees the whole run")
     p.add_argument("--no-uvloop", action="store_true", help="use the default asyncio loop")
     p.add_argument("--log-level", default="WARNING")
     return p
@@ -100,6 +103,7 @@ def config_from_args(args: argparse.Namespace) -> SimulatorConfig:
         symbol_weights=weights, speed=args.speed, end=args.end, ping_interval=args.ping_interval, pong_timeout=args.pong_timeout,
         ground_truth=args.ground_truth, host=args.host, port=args.port, slice_ms=args.slice_ms,
         max_send_buffer=args.max_send_buffer, venue_options=options, paused=args.paused,
+        hold_clock=args.hold_clock,
         use_uvloop=not args.no_uvloop,
     )
 

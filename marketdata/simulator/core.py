@@ -85,6 +85,7 @@ class SimulatorConfig:
     symbol_weights: dict[str, float] = field(default_factory=dict)
     venue_options: dict[str, dict[str, Any]] = field(default_factory=dict)
     paused: bool = False
+    hold_clock: bool = False     # with paused: simulated time starts at the first resume
     use_uvloop: bool = True
 
     def symbols_for(self, venue: str) -> list[str]:
@@ -197,15 +198,19 @@ class Simulator:
                 await r.cleanup()
             self._runners.clear()
             raise
-        mono = time.monotonic()
-        self.clock.start(mono)
-        for v in venues:
-            v.start_clock(mono)
+        if not (self.config.paused and self.config.hold_clock):
+            self.start_clocks(time.monotonic())
         self.running = True
         self._tasks = [asyncio.ensure_future(self._ticker())]
         if self._gt is not None:
             self._tasks.append(asyncio.ensure_future(self._gt_flusher()))
         log.info("simulator up: %s", self.endpoints)
+
+    def start_clocks(self, mono: float) -> None:
+        """Simulated time starts now (at start-up, or at the first resume with hold_clock)."""
+        self.clock.start(mono)
+        for v in self.venues.values():
+            v.start_clock(mono)
 
     async def stop_async(self) -> None:
         if not self.running:

@@ -303,6 +303,8 @@ class Venue:
         self.paused = True
 
     def resume(self) -> None:
+        if self.sim.clock.wall0 is None:        # held clock (--hold-clock): time starts now
+            self.sim.start_clocks(time.monotonic())
         if self.paused:
             self.paused = False
             mono = time.monotonic()
