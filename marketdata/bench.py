@@ -32,6 +32,7 @@ from .procs import default_signals
 from .storage.clickhouse import ClickHouse
 from .storage.migrate import migrate
 from .storage.redis import EmbeddedRedis, client
+from .supervisor import DEMO_CREDENTIALS
 from .stream import STREAMS_SET, health_key, parse_stream_key
 
 DEFAULT_SYMBOLS = ["BTC-USDT", "ETH-USDT", "SOL-USDT", "XRP-USDT", "DOGE-USDT", "ADA-USDT"]
@@ -122,9 +123,10 @@ def run_bench(venues: list[str], rate: float, duration: float, symbols_per_venue
     gt = work / "ground_truth.csv"
     try:
         eps_file = work / "endpoints.json"
-        procs["simulator"] = _proc(["simulate", "--venues", ",".join(venues), "--symbols", ",".join(symbols),
+        procs["simulator"] = _proc(["simulate", "--venues", ",".join(venues), *_sim_symbols(venues, symbols),
                                     "--rate", str(rate / len(venues)), "--seed", str(seed), "--ground-truth", str(gt),
-                                    "--endpoints-file", str(eps_file), "--paused"], env, logs / "simulator.log")
+                                    "--endpoints-file", str(eps_file), "--paused", *_sim_options(venues)],
+                                   env, logs / "simulator.log")
         deadline = time.monotonic() + 30
         while not eps_file.exists():
             if time.monotonic() > deadline or procs["simulator"].poll() is not None:
@@ -132,14 +134,15 @@ def run_bench(venues: list[str], rate: float, duration: float, symbols_per_venue
             time.sleep(0.05)
         time.sleep(0.05)
         eps = orjson.loads(eps_file.read_bytes())
-        cfg = {"venues": {v: {"symbols": symbols, "ws_url": eps[v]["ws"], "rest_url": eps[v]["rest"]}
-                          for v in venues}}
+        cfg = {"venues": {v: {"symbols": _venue_symbols(v, symbols), "ws_url": eps[v]["ws"],
+                              "rest_url": eps[v]["rest"]} for v in venues}}
         (work / "bench.yaml").write_text(yaml.safe_dump(cfg))
         env["MARKETDATA_CONFIG"] = str(work / "bench.yaml")
         for i in range(persist_workers):
             procs[f"persist-{i}"] = _proc(["persist", "--consumer", f"bench-{i}"], env, logs / f"persist-{i}.log")
         for v in venues:
-            procs[f"ingest-{v}"] = _proc(["ingest", "--venue", v], env, logs / f"ingest-{v}.log")
+            procs[f"ingest-{v}"] = _proc(["ingest", "--venue", v], {**env, **DEMO_CREDENTIALS.get(v, ({},))[0]},
+                                         logs / f"ingest-{v}.log")
         r = client(redis.url)
 
         def subscribed() -> bool:
@@ -194,6 +197,31 @@ def run_bench(venues: list[str], rate: float, duration: float, symbols_per_venue
         redis.stop()
         if own_dir and os.environ.get("MARKETDATA_BENCH_KEEP") != "1":
             shutil.rmtree(work, ignore_errors=True)
+
+
+# Quote currency per venue where the default USDT pairs are not what the venue lists.
+_QUOTE = {"kraken": "USD", "coinbase": "USD", "bitstamp": "USD", "bitfinex": "USD"}
+_STOCKS = ["AAPL-USD", "MSFT-USD", "NVDA-USD", "AMZN-USD", "GOOGL-USD", "META-USD"]
+
+
+def _venue_symbols(venue: str, symbols: list[str]) -> list[str]:
+    if venue == "alpaca":
+        return _STOCKS[:len(symbols)]
+    quote = _QUOTE.get(venue)
+    return [s.rsplit("-", 1)[0] + "-" + quote for s in symbols] if quote else list(symbols)
+
+
+def _sim_symbols(venues: list[str], symbols: list[str]) -> list[str]:
+    return [a for v in venues for a in ("--symbols", f"{v}:{','.join(_venue_symbols(v, symbols))}")]
+
+
+def _sim_options(venues: list[str]) -> list[str]:
+    """Demo keys for venues that need them; Alpaca trading at any wall time (the bench measures
+    latency from trade time, so it cannot start at a simulated NYSE session in the past)."""
+    opts = {v: dict(DEMO_CREDENTIALS[v][1]) for v in venues if v in DEMO_CREDENTIALS}
+    if "alpaca" in venues:
+        opts["alpaca"]["sessions"] = "always"
+    return [a for v, o in opts.items() for k, val in o.items() for a in ("--venue-option", f"{v}.{k}={val}")]
 
 
 def _read_truth(path: Path) -> dict[tuple[str, str, str], tuple]:

@@ -110,16 +110,25 @@ class Platform:
         migrate(ch)
         log.info("ClickHouse schema applied (%s)", ch)
         sim_venues = [v.name for v in cfg.venues.values() if v.endpoints == "simulator" and not v.ws_url]
+        venue_env = demo_credentials(sim_venues)
         if sim_venues and self.with_simulator:
             eps = simulator_endpoints_file()
             eps.unlink(missing_ok=True)
-            symbols = sorted({s for n in sim_venues for s in cfg.venues[n].symbols})
             sc = cfg.simulator
-            argv = self._cmd("simulate", "--venues", ",".join(sim_venues), "--symbols", ",".join(symbols),
+            argv = self._cmd("simulate", "--venues", ",".join(sim_venues),
                              "--rate", str(sc.rate), "--seed", str(sc.seed), "--speed", str(sc.speed),
                              "--ping-interval", str(sc.ping_interval), "--pong-timeout", str(sc.pong_timeout),
                              "--endpoints-file", str(eps),
                              "--ground-truth", str(data / "simulator" / "ground_truth.csv"))
+            # Each venue generates only its own symbols (Coinbase's BTC-USD is not Binance's BTC-USDT).
+            for n in sim_venues:
+                argv += ["--symbols", f"{n}:{','.join(cfg.venues[n].symbols)}"]
+            options = {n: dict(o) for n, o in sc.venue_options.items()}
+            for n in venue_env:
+                options.setdefault(n, {}).update(DEMO_CREDENTIALS[n][1])
+            for n, opts in options.items():
+                argv += [a for k, val in opts.items()
+                         for a in ("--venue-option", f"{n}.{k}={orjson.dumps(val).decode()}")]
             if sc.start:
                 argv += ["--start", sc.start]
             sim = Child("simulator", argv, env, logs / "simulator.log")
@@ -138,7 +147,8 @@ class Platform:
                                        env, logs / f"persist-{n}.log"))
             self.children[-1].start()
         for name in cfg.venues:
-            c = Child(f"ingest-{name}", self._cmd("ingest", "--venue", name), env, logs / f"ingest-{name}.log")
+            c = Child(f"ingest-{name}", self._cmd("ingest", "--venue", name), {**env, **venue_env.get(name, {})},
+                      logs / f"ingest-{name}.log")
             c.start()
             self.children.append(c)
         if self.with_dagster:
@@ -218,6 +228,29 @@ class Platform:
             self.redis.stop()
         (settings.data_dir() / "run" / "processes.json").unlink(missing_ok=True)
         log.info("all processes stopped")
+
+
+# Venues that need API keys even on the simulator: (the connector's environment, the simulator's
+# venue options that accept exactly those keys). Demo values, known to everyone and good for nothing
+# but the local simulator; live endpoints never get them.
+DEMO_CREDENTIALS = {
+    "alpaca": ({"APCA_API_KEY_ID": "DEMO-SIMULATOR-KEY", "APCA_API_SECRET_KEY": "demo-simulator-secret"},
+               {"key": "DEMO-SIMULATOR-KEY", "secret": "demo-simulator-secret"}),
+}
+
+
+def demo_credentials(sim_venues: list[str]) -> dict[str, dict[str, str]]:
+    """venue -> extra environment for its connector: demo keys for simulator venues that need keys
+    and have none in the environment. Keys that are set are left alone (the simulator must then be
+    given them in simulator.venue_options); a venue on live endpoints gets nothing, so its missing
+    keys fail its start naming the variables."""
+    out = {}
+    for name in sim_venues:
+        if name in DEMO_CREDENTIALS:
+            env_keys = DEMO_CREDENTIALS[name][0]
+            if not any(os.environ.get(k, "").strip() for k in env_keys):
+                out[name] = dict(env_keys)
+    return out
 
 
 def _port_free(port: int) -> bool:
