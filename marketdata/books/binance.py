@@ -15,7 +15,7 @@ from typing import Any
 import orjson
 
 from ..venues import binance as trade_venue
-from ..venues.base import Ack, HttpRequest, Ignored, MalformedFrame, Reconnect, UnknownSymbol, VenueError
+from ..venues.base import (Ack, HttpRequest, Ignored, MalformedFrame, Reconnect, UnknownSymbol, VenueError, json_object)
 from .sync import BookDelta, BookSnapshot
 
 NAME = "binance"
@@ -74,12 +74,7 @@ class Parser:
         self.symbols = symbols          # venue symbol -> canonical
 
     def parse(self, frame: str | bytes, recv_us: int) -> list:
-        try:
-            msg = orjson.loads(frame)
-        except orjson.JSONDecodeError as e:
-            raise MalformedFrame(f"invalid JSON: {e}") from None
-        if not isinstance(msg, dict):
-            raise MalformedFrame("frame is not a JSON object")
+        msg = json_object(frame)
         data = msg.get("data", msg) if "stream" in msg else msg
         if not isinstance(data, dict):
             raise MalformedFrame("data is not a JSON object")

@@ -19,7 +19,7 @@ from typing import Any
 import orjson
 
 from ..venues import okx as trade_venue
-from ..venues.base import Ack, Ignored, MalformedFrame, Reconnect, UnknownSymbol, VenueError
+from ..venues.base import Ignored, MalformedFrame, UnknownSymbol, json_object
 from .local import ASK, BID, LocalBook
 from .sync import BookDelta, BookSnapshot
 
@@ -94,34 +94,21 @@ def keepalive(options: dict, session: object = None) -> tuple[float, str]:
 
 
 class Parser:
-    __slots__ = ("symbols",)
+    __slots__ = ("symbols", "_control")
 
     def __init__(self, symbols: dict[str, str], options: dict):
         self.symbols = symbols
+        self._control = trade_venue.Parser(symbols, options)   # pong, acks, errors, notices
 
     def parse(self, frame: str | bytes, recv_us: int) -> list:
         if frame == "pong" or frame == b"pong":
             return [Ignored("pong")]
-        try:
-            msg = orjson.loads(frame)
-        except orjson.JSONDecodeError as e:
-            raise MalformedFrame(f"invalid JSON: {e}") from None
-        if not isinstance(msg, dict):
-            raise MalformedFrame("frame is not a JSON object")
-        event = msg.get("event")
-        if event is not None:
-            if event == "subscribe":
-                return [Ack(msg.get("id"))]
-            if event == "error":
-                return [VenueError(msg.get("code"), str(msg.get("msg", "")), msg.get("id"))]
-            if event == "notice":
-                return [Reconnect(f"notice {msg.get('code')}: {msg.get('msg', '')}")]
-            return [Ignored(str(event))]
+        msg = json_object(frame)
         arg, data = msg.get("arg"), msg.get("data")
-        if not isinstance(arg, dict) or not isinstance(data, list):
-            raise MalformedFrame("frame has neither event nor arg+data")
-        if arg.get("channel") != "books":
-            return [Ignored(str(arg.get("channel")))]
+        if "event" in msg or not isinstance(arg, dict) or arg.get("channel") != "books":
+            return self._control.parse(frame, recv_us)
+        if not isinstance(data, list):
+            raise MalformedFrame("books frame without data")
         sym = self.symbols.get(arg.get("instId"))
         if sym is None:
             return [UnknownSymbol(str(arg.get("instId")))]

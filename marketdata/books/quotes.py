@@ -7,18 +7,15 @@ the queue is full (the book reader then stops reading and TCP pushes back on the
 from __future__ import annotations
 
 import asyncio
-import logging
 from typing import Callable
 
-from redis.exceptions import RedisError
-
-from ..ingest.backoff import Backoff
+from ..ingest.publisher import FlushLoop
 from ..stream import QUOTE_STREAMS_SET, Quote, book_key, encode_quotes, quotes_key
 
-log = logging.getLogger("marketdata.books.quotes")
 
+class QuotePublisher(FlushLoop):
+    what = "quotes"
 
-class QuotePublisher:
     def __init__(self, redis, *, flush_ms: float = 20.0, max_queued: int = 200_000,
                  maxlen: int | None = None):
         self.redis = redis
@@ -54,29 +51,6 @@ class QuotePublisher:
         self._pending.setdefault((q.exchange, q.symbol), []).append(q)
         self._queued += 1
         return True
-
-    async def run(self, stop: asyncio.Event) -> None:
-        backoff = Backoff(base=0.1, cap=5.0)
-        while True:
-            try:
-                await asyncio.wait_for(self._wake.wait(), timeout=self.flush_s)
-            except asyncio.TimeoutError:
-                pass
-            self._wake.clear()
-            if self._pending:
-                try:
-                    await self.flush()
-                    backoff.reset()
-                except (RedisError, OSError) as e:
-                    self.failures += 1
-                    self.last_error = f"{type(e).__name__}: {e}"
-                    delay = backoff.next_delay()
-                    log.warning("redis quote publish failed (%s); %d quotes kept, retrying in %.2fs",
-                                self.last_error, self._queued, delay)
-                    await asyncio.sleep(delay)
-                    continue
-            if stop.is_set() and not self._pending:
-                return
 
     async def flush(self) -> None:
         batch, self._pending = self._pending, {}

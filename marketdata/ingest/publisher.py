@@ -33,7 +33,39 @@ class _Segment:
         self.gaps: list[Gap] = []
 
 
-class Publisher:
+class FlushLoop:
+    """The flush loop both publishers share: every flush_s or when woken, one pipelined round trip;
+    while Redis is down the batch is kept and retried with capped backoff. After `stop` it flushes
+    what is left (still retrying) and returns. Subclasses provide flush(), _pending, _wake, flush_s,
+    _queued, failures, last_error, and `what` (for the log)."""
+
+    what = "ticks"
+
+    async def run(self, stop: asyncio.Event) -> None:
+        backoff = Backoff(base=0.1, cap=5.0)
+        while True:
+            try:
+                await asyncio.wait_for(self._wake.wait(), timeout=self.flush_s)
+            except asyncio.TimeoutError:
+                pass
+            self._wake.clear()
+            if self._pending:
+                try:
+                    await self.flush()
+                    backoff.reset()
+                except (RedisError, OSError) as e:
+                    self.failures += 1
+                    self.last_error = f"{type(e).__name__}: {e}"
+                    delay = backoff.next_delay()
+                    log.warning("redis publish failed (%s); %d %s kept, retrying in %.2fs",
+                                self.last_error, self._queued, self.what, delay)
+                    await asyncio.sleep(delay)
+                    continue
+            if stop.is_set() and not self._pending:
+                return
+
+
+class Publisher(FlushLoop):
     def __init__(self, redis: aioredis.Redis, *, flush_ms: float = 5.0, flush_ticks: int = 5000,
                  max_queued: int = 500_000):
         self.redis = redis
@@ -97,30 +129,6 @@ class Publisher:
 
     def request_flush(self) -> None:
         self._wake.set()
-
-    async def run(self, stop: asyncio.Event) -> None:
-        """Flush loop; after `stop` it flushes what is left (retrying while Redis is down) and returns."""
-        backoff = Backoff(base=0.1, cap=5.0)
-        while True:
-            try:
-                await asyncio.wait_for(self._wake.wait(), timeout=self.flush_s)
-            except asyncio.TimeoutError:
-                pass
-            self._wake.clear()
-            if self._pending:
-                try:
-                    await self.flush()
-                    backoff.reset()
-                except (RedisError, OSError) as e:
-                    self.failures += 1
-                    self.last_error = f"{type(e).__name__}: {e}"
-                    delay = backoff.next_delay()
-                    log.warning("redis publish failed (%s); %d ticks kept, retrying in %.2fs",
-                                self.last_error, self._queued, delay)
-                    await asyncio.sleep(delay)
-                    continue
-            if stop.is_set() and not self._pending:
-                return
 
     async def flush(self) -> None:
         batch, self._pending = self._pending, {}

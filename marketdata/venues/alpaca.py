@@ -32,7 +32,7 @@ from typing import Any
 import orjson
 
 from ..tick import Tick
-from .base import Ack, HttpRequest, Ignored, Instrument, MalformedFrame, UnknownSymbol, VenueError
+from .base import (Ack, HttpRequest, Ignored, Instrument, MalformedFrame, UnknownSymbol, VenueError, reject_unknown_options)
 
 NAME = "alpaca"
 LIVE_WS_URL = "wss://stream.data.alpaca.markets"
@@ -69,9 +69,7 @@ _FIXES = {
 
 
 def validate_options(options: dict) -> None:
-    unknown = set(options) - set(OPTIONS)
-    if unknown:
-        raise ValueError(f"unknown option(s) {sorted(unknown)}; valid: {sorted(OPTIONS)}")
+    reject_unknown_options(options, OPTIONS)
     feed = options.get("feed", "iex")
     if feed not in FEEDS:
         raise ValueError(f"feed must be one of {FEEDS}, not {feed!r}")

@@ -10,11 +10,30 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
+
 from ..tick import Tick
 
 
 class MalformedFrame(ValueError):
     """A frame the venue module cannot read; the runtime counts it, logs it and goes on."""
+
+
+def json_object(frame: str | bytes) -> dict:
+    """A frame that must be one JSON object; anything else is malformed."""
+    try:
+        msg = orjson.loads(frame)
+    except orjson.JSONDecodeError as e:
+        raise MalformedFrame(f"invalid JSON: {e}") from None
+    if not isinstance(msg, dict):
+        raise MalformedFrame("frame is not a JSON object")
+    return msg
+
+
+def reject_unknown_options(options: dict, known: dict) -> None:
+    unknown = set(options) - set(known)
+    if unknown:
+        raise ValueError(f"unknown option(s) {sorted(unknown)}; valid: {sorted(known)}")
 
 
 @dataclass(slots=True)

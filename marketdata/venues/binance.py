@@ -23,7 +23,7 @@ from typing import Any, Iterable
 import orjson
 
 from ..tick import Tick
-from .base import Ack, HttpRequest, Ignored, Instrument, MalformedFrame, Reconnect, UnknownSymbol, VenueError
+from .base import (Ack, HttpRequest, Ignored, Instrument, MalformedFrame, Reconnect, UnknownSymbol, VenueError, json_object, reject_unknown_options)
 
 NAME = "binance"
 LIVE_WS_URL = "wss://stream.binance.com:9443"
@@ -41,9 +41,7 @@ OPTIONS = {"trade_stream": ("trade", "aggTrade")}
 
 
 def validate_options(options: dict) -> None:
-    unknown = set(options) - set(OPTIONS)
-    if unknown:
-        raise ValueError(f"unknown option(s) {sorted(unknown)}; valid: {sorted(OPTIONS)}")
+    reject_unknown_options(options, OPTIONS)
     ts = options.get("trade_stream", "trade")
     if ts not in OPTIONS["trade_stream"]:
         raise ValueError(f"trade_stream must be one of {OPTIONS['trade_stream']}, not {ts!r}")
@@ -101,12 +99,7 @@ class Parser:
         self.agg = options.get("trade_stream", "trade") == "aggTrade"
 
     def parse(self, frame: str | bytes, recv_us: int) -> list:
-        try:
-            msg = orjson.loads(frame)
-        except orjson.JSONDecodeError as e:
-            raise MalformedFrame(f"invalid JSON: {e}") from None
-        if not isinstance(msg, dict):
-            raise MalformedFrame("frame is not a JSON object")
+        msg = json_object(frame)
         data = msg.get("data", msg) if "stream" in msg else msg
         if not isinstance(data, dict):
             raise MalformedFrame("data is not a JSON object")

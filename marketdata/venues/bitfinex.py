@@ -31,8 +31,7 @@ from typing import Any
 import orjson
 
 from ..tick import Tick
-from .base import (Ack, HttpRequest, Ignored, Instrument, MalformedFrame, Pause, Reconnect, Replay,
-                   UnknownSymbol, VenueError)
+from .base import (Ack, HttpRequest, Ignored, Instrument, MalformedFrame, Pause, Reconnect, Replay, UnknownSymbol, VenueError, reject_unknown_options)
 
 NAME = "bitfinex"
 LIVE_WS_URL = "wss://api-pub.bitfinex.com"
@@ -56,9 +55,7 @@ OPTIONS = {"sequence_numbers": "ask for SEQ_ALL sequence numbers to detect lost 
 
 
 def validate_options(options: dict) -> None:
-    unknown = set(options) - set(OPTIONS)
-    if unknown:
-        raise ValueError(f"unknown option(s) {sorted(unknown)}; valid: {sorted(OPTIONS)}")
+    reject_unknown_options(options, OPTIONS)
     if not isinstance(options.get("sequence_numbers", True), bool):
         raise ValueError("sequence_numbers must be true or false")
 

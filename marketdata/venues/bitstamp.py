@@ -24,7 +24,7 @@ from typing import Any
 import orjson
 
 from ..tick import Tick
-from .base import Ack, HttpRequest, Ignored, Instrument, MalformedFrame, Reconnect, UnknownSymbol, VenueError
+from .base import (Ack, HttpRequest, Ignored, Instrument, MalformedFrame, Reconnect, UnknownSymbol, VenueError, json_object, reject_unknown_options)
 
 NAME = "bitstamp"
 LIVE_WS_URL = "wss://ws.bitstamp.net"
@@ -44,9 +44,7 @@ OPTIONS = {"heartbeat_interval": "seconds between our bts:heartbeat requests (de
 
 
 def validate_options(options: dict) -> None:
-    unknown = set(options) - set(OPTIONS)
-    if unknown:
-        raise ValueError(f"unknown option(s) {sorted(unknown)}; valid: {sorted(OPTIONS)}")
+    reject_unknown_options(options, OPTIONS)
     hb = options.get("heartbeat_interval", KEEPALIVE_INTERVAL)
     if not isinstance(hb, (int, float)) or not 0 < hb <= 60:
         raise ValueError(f"heartbeat_interval must be a number of seconds in (0, 60], not {hb!r}")
@@ -96,12 +94,7 @@ class Parser:
         self.symbols = symbols
 
     def parse(self, frame: str | bytes, recv_us: int) -> list:
-        try:
-            msg = orjson.loads(frame)
-        except orjson.JSONDecodeError as e:
-            raise MalformedFrame(f"invalid JSON: {e}") from None
-        if not isinstance(msg, dict):
-            raise MalformedFrame("frame is not a JSON object")
+        msg = json_object(frame)
         event = msg.get("event")
         if event == "trade":
             channel = msg.get("channel")

@@ -25,7 +25,7 @@ from typing import Any
 import orjson
 
 from ..tick import Tick
-from .base import Ack, HttpRequest, Ignored, Instrument, MalformedFrame, UnknownSymbol, VenueError
+from .base import (Ack, HttpRequest, Ignored, Instrument, MalformedFrame, UnknownSymbol, VenueError, json_object, reject_unknown_options)
 
 NAME = "bybit"
 LIVE_WS_URL = "wss://stream.bybit.com"
@@ -46,9 +46,7 @@ _SIDES = {"Buy": "buy", "Sell": "sell"}
 
 
 def validate_options(options: dict) -> None:
-    unknown = set(options) - set(OPTIONS)
-    if unknown:
-        raise ValueError(f"unknown option(s) {sorted(unknown)}; valid: {sorted(OPTIONS)}")
+    reject_unknown_options(options, OPTIONS)
     pi = options.get("ping_interval", KEEPALIVE_INTERVAL)
     if not isinstance(pi, (int, float)) or not 0 < pi <= 60:
         raise ValueError(f"ping_interval must be a number of seconds in (0, 60], not {pi!r}")
@@ -110,12 +108,7 @@ class Parser:
         self.symbols = symbols
 
     def parse(self, frame: str | bytes, recv_us: int) -> list:
-        try:
-            msg = orjson.loads(frame)
-        except orjson.JSONDecodeError as e:
-            raise MalformedFrame(f"invalid JSON: {e}") from None
-        if not isinstance(msg, dict):
-            raise MalformedFrame("frame is not a JSON object")
+        msg = json_object(frame)
         topic = msg.get("topic")
         if topic is None:
             return [self._control(msg)]

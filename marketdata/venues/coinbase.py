@@ -30,7 +30,7 @@ import orjson
 
 from ..tick import Tick
 from .base import (Ack, HttpRequest, Ignored, Instrument, LastTradeId, MalformedFrame, UnknownSymbol,
-                   VenueError)
+                   VenueError, json_object)
 
 NAME = "coinbase"
 LIVE_WS_URL = "wss://ws-feed.exchange.coinbase.com"
@@ -107,12 +107,7 @@ class Parser:
         self.symbols = symbols
 
     def parse(self, frame: str | bytes, recv_us: int) -> list:
-        try:
-            msg = orjson.loads(frame)
-        except orjson.JSONDecodeError as e:
-            raise MalformedFrame(f"invalid JSON: {e}") from None
-        if not isinstance(msg, dict):
-            raise MalformedFrame("frame is not a JSON object")
+        msg = json_object(frame)
         typ = msg.get("type")
         try:
             if typ == "match" or typ == "last_match":

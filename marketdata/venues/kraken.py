@@ -39,7 +39,7 @@ from typing import Any
 import orjson
 
 from ..tick import Tick
-from .base import Ack, HttpRequest, Ignored, Instrument, MalformedFrame, UnknownSymbol, VenueError
+from .base import (Ack, HttpRequest, Ignored, Instrument, MalformedFrame, UnknownSymbol, VenueError, reject_unknown_options)
 
 NAME = "kraken"
 LIVE_WS_URL = "wss://ws.kraken.com"
@@ -70,9 +70,7 @@ _WS_CODES = {"BTC": "XBT", "DOGE": "XDG"}
 
 
 def validate_options(options: dict) -> None:
-    unknown = set(options) - set(OPTIONS)
-    if unknown:
-        raise ValueError(f"unknown option(s) {sorted(unknown)}; valid: {sorted(OPTIONS)}")
+    reject_unknown_options(options, OPTIONS)
     proto = options.get("protocol", "v2")
     if proto not in PROTOCOLS:
         raise ValueError(f"protocol must be one of {list(PROTOCOLS)} (v2 is the default), not {proto!r}")

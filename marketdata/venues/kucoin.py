@@ -30,7 +30,7 @@ from typing import Any
 import orjson
 
 from ..tick import Tick
-from .base import Ack, HttpRequest, Ignored, Instrument, MalformedFrame, Reconnect, UnknownSymbol, VenueError
+from .base import (Ack, HttpRequest, Ignored, Instrument, MalformedFrame, Reconnect, UnknownSymbol, VenueError, json_object, reject_unknown_options)
 
 NAME = "kucoin"
 LIVE_WS_URL = "wss://ws-api-spot.kucoin.com"   # informational: the bullet answer names the endpoint
@@ -51,9 +51,7 @@ OPTIONS = {"token_ttl": "seconds a bullet token is trusted (default 72000; below
 
 
 def validate_options(options: dict) -> None:
-    unknown = set(options) - set(OPTIONS)
-    if unknown:
-        raise ValueError(f"unknown option(s) {sorted(unknown)}; valid: {sorted(OPTIONS)}")
+    reject_unknown_options(options, OPTIONS)
     ttl = options.get("token_ttl", DEFAULT_TOKEN_TTL)
     if isinstance(ttl, bool) or not isinstance(ttl, (int, float)) or not 0 < ttl < 86400:
         raise ValueError(f"token_ttl must be a number of seconds in (0, 86400) (tokens live 24 h), not {ttl!r}")
@@ -148,12 +146,7 @@ class Parser:
         self.ready = False
 
     def parse(self, frame: str | bytes, recv_us: int) -> list:
-        try:
-            msg = orjson.loads(frame)
-        except orjson.JSONDecodeError as e:
-            raise MalformedFrame(f"invalid JSON: {e}") from None
-        if not isinstance(msg, dict):
-            raise MalformedFrame("frame is not a JSON object")
+        msg = json_object(frame)
         typ = msg.get("type")
         if typ == "message":
             return self._message(msg, recv_us)

@@ -21,7 +21,7 @@ from typing import Any
 import orjson
 
 from ..tick import Tick
-from .base import Ack, HttpRequest, Ignored, Instrument, MalformedFrame, Reconnect, UnknownSymbol, VenueError
+from .base import (Ack, HttpRequest, Ignored, Instrument, MalformedFrame, Reconnect, UnknownSymbol, VenueError, json_object, reject_unknown_options)
 
 NAME = "okx"
 LIVE_WS_URL = "wss://ws.okx.com:8443"
@@ -40,9 +40,7 @@ OPTIONS = {"ping_interval": "seconds between our text pings (default 15; must st
 
 
 def validate_options(options: dict) -> None:
-    unknown = set(options) - set(OPTIONS)
-    if unknown:
-        raise ValueError(f"unknown option(s) {sorted(unknown)}; valid: {sorted(OPTIONS)}")
+    reject_unknown_options(options, OPTIONS)
     pi = options.get("ping_interval", KEEPALIVE_INTERVAL)
     if not isinstance(pi, (int, float)) or not 0 < pi < 30:
         raise ValueError(f"ping_interval must be a number of seconds in (0, 30), not {pi!r}")
@@ -96,12 +94,7 @@ class Parser:
     def parse(self, frame: str | bytes, recv_us: int) -> list:
         if frame == "pong" or frame == b"pong":
             return [Ignored("pong")]
-        try:
-            msg = orjson.loads(frame)
-        except orjson.JSONDecodeError as e:
-            raise MalformedFrame(f"invalid JSON: {e}") from None
-        if not isinstance(msg, dict):
-            raise MalformedFrame("frame is not a JSON object")
+        msg = json_object(frame)
         event = msg.get("event")
         if event is not None:
             if event == "subscribe":
