@@ -23,7 +23,7 @@ from .venue import Venue, canonical_ok
 log = logging.getLogger(__name__)
 
 
-# venue -> (module under marketdata.simulator, class). A venue is served once its module exists.
+# venue -> (module under marketdata.simulator, class), imported when first needed
 _VENUES = {
     "binance": ("binance", "BinanceVenue"),
     "okx": ("okx", "OkxVenue"),
@@ -40,13 +40,9 @@ _VENUES = {
 
 def _venue_classes() -> dict[str, type[Venue]]:
     import importlib
-    import importlib.util
 
-    out = {}
-    for name, (mod, cls) in _VENUES.items():
-        if importlib.util.find_spec(f"{__package__}.{mod}") is not None:
-            out[name] = getattr(importlib.import_module(f"{__package__}.{mod}"), cls)
-    return out
+    return {name: getattr(importlib.import_module(f"{__package__}.{mod}"), cls)
+            for name, (mod, cls) in _VENUES.items()}
 
 
 #: venues this simulator can serve
