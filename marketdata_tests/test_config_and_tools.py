@@ -113,3 +113,13 @@ def test_tail_prints_ticks_from_the_stream(tmp_path, redis_server, redis_client)
     assert {"coverage": [1_700_000_000_000_000, 1_700_000_000_000_001], "exchange": "binance",
             "symbol": "BTC-USDT"} in lines
     assert got[0]["close"] == "100.5" and got[0]["symbol"] == "BTC-USDT"
+
+
+def test_kraken_book_depth_is_a_venue_option():
+    from marketdata.config import ConfigError, parse_config
+
+    venue = {"symbols": ["BTC-USD"], "ws_url": "ws://x", "rest_url": "http://x", "books": True}
+    cfg = parse_config({"venues": {"kraken": {**venue, "options": {"book_depth": 25}}}}, resolve_endpoints=False)
+    assert cfg.venues["kraken"].options["book_depth"] == 25
+    with pytest.raises(ConfigError, match=r"book_depth must be one of \[10, 25, 100, 500, 1000\]"):
+        parse_config({"venues": {"kraken": {**venue, "options": {"book_depth": 7}}}}, resolve_endpoints=False)

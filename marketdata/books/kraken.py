@@ -19,6 +19,7 @@ from typing import Any
 import orjson
 
 from ..venues.base import Ack, HttpRequest, Ignored, MalformedFrame, Reconnect, UnknownSymbol, VenueError
+from ..venues.kraken import BOOK_DEPTHS
 from .local import ASK, BID, LocalBook
 from .sync import BookDelta, BookSnapshot
 
@@ -28,7 +29,7 @@ SNAPSHOT_FROM = "ws"
 # deeper view (option book_depth: 25 | 100 | 500 | 1000) a lost change below the top 10 is only
 # detected once it reaches the top 10 (or never, if it drifts out of the view first).
 DEPTH = 10
-DEPTHS = (10, 25, 100, 500, 1000)
+DEPTHS = BOOK_DEPTHS            # one list, validated with the venue options
 CHECKSUM_LEVELS = 10
 IDLE_TIMEOUT = 10.0             # the venue sends a heartbeat every second when idle
 _ASSET_ALIASES = {"XBT": "BTC", "XDG": "DOGE"}

@@ -56,7 +56,9 @@ REPAIR_PAGE = 1000
 
 PROTOCOLS = ("v2", "v1")
 OPTIONS = {"protocol": "v2 (default: sequential trade ids, gaps detectable) or v1 (channel ids, no trade id)",
-           "ping_interval": "seconds between our application pings (default 15; 0: none)"}
+           "ping_interval": "seconds between our application pings (default 15; 0: none)",
+           "book_depth": "order-book levels with `books` on: 10 (default: the checksummed depth), 25, 100, 500, 1000"}
+BOOK_DEPTHS = (10, 25, 100, 500, 1000)
 
 # Kraken asset code -> canonical. Legacy codes carry an X (crypto) or Z (fiat) prefix in REST.
 ASSET_CODES = {
@@ -77,6 +79,8 @@ def validate_options(options: dict) -> None:
     pi = options.get("ping_interval", KEEPALIVE_INTERVAL)
     if not isinstance(pi, (int, float)) or isinstance(pi, bool) or pi < 0:
         raise ValueError(f"ping_interval must be a number of seconds >= 0, not {pi!r}")
+    if options.get("book_depth", 10) not in BOOK_DEPTHS:
+        raise ValueError(f"book_depth must be one of {list(BOOK_DEPTHS)}, not {options['book_depth']!r}")
 
 
 def _v1(options: dict) -> bool:
