@@ -112,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
             from .backfill.bench import main as bars_bench_main
             return bars_bench_main(rest)
         if "--books" in rest:
-            from .books.bench import main as books_bench_main
+            from .ingest.books.bench import main as books_bench_main
             return books_bench_main([a for a in rest if a != "--books"])
         from .bench import main as bench_main
         return bench_main(rest)

@@ -86,7 +86,7 @@ def _known(section: str, given: dict, allowed: set[str]) -> None:
 
 def _books(where: str, name: str, raw: Any, symbols: list[str]) -> list[str]:
     """``books: true`` (every symbol), ``false``, or a list of the venue's symbols."""
-    from .books import VENUES as BOOK_VENUES
+    from .ingest.books import VENUES as BOOK_VENUES
 
     if raw is False or raw is None:
         return []

@@ -12,12 +12,12 @@ from decimal import Decimal
 import httpx
 import pytest
 
-from marketdata.books import binance as bbin
-from marketdata.books import kraken as bkr
-from marketdata.books import okx as bokx
-from marketdata.books.feed import BookFeed
-from marketdata.books.local import ASK, BID, LocalBook
-from marketdata.books.sync import NEED_SNAPSHOT, NOTHING, RESUBSCRIBE, BookDelta, BookSnapshot, BookSync
+from marketdata.venues import binance_book as bbin
+from marketdata.venues import kraken_book as bkr
+from marketdata.venues import okx_book as bokx
+from marketdata.ingest.books.feed import BookFeed
+from marketdata.ingest.books.local import ASK, BID, LocalBook
+from marketdata.ingest.books.sync import NEED_SNAPSHOT, NOTHING, RESUBSCRIBE, BookDelta, BookSnapshot, BookSync
 from marketdata.config import ConfigError, parse_config
 from marketdata.storage.redis import async_client, client
 from marketdata.stream import (QUOTE_STREAMS_SET, Quote, book_key, decode_quotes, encode_quotes, health_key,

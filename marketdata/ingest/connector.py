@@ -134,7 +134,7 @@ class VenueConnector:
             tasks = [asyncio.create_task(self._connection(i, stop), name=f"conn{i}")
                      for i in range(self.cfg.connections)]
             if self.cfg.books:     # its own link: a book resync never disturbs the trade link
-                from ..books.feed import BookFeed
+                from .books.feed import BookFeed
                 self.book_feed = BookFeed(self.name, self.cfg.books, self.cfg.ws_url, self.cfg.rest_url,
                                           redis=redis, options=self.cfg.options)
                 tasks.append(asyncio.create_task(self.book_feed.run(stop), name="books"))

@@ -1,7 +1,7 @@
 """Venue-neutral book sequencing: buffer deltas until a snapshot, align, apply, and on a gap or a
 checksum failure discard the book and resync.
 
-A venue's book module supplies the rules (``books/<venue>.py``):
+A venue's book module supplies the rules (``venues/<venue>_book.py``):
 
     SNAPSHOT_FROM   "rest": the snapshot is fetched over REST while the stream is buffered
                     (Binance, KuCoin); "ws": the venue sends it in-stream after (re)subscribing

@@ -9,8 +9,8 @@ from __future__ import annotations
 import asyncio
 from typing import Callable
 
-from ..ingest.publisher import FlushLoop
-from ..stream import QUOTE_STREAMS_SET, Quote, book_key, encode_quotes, quotes_key
+from ..publisher import FlushLoop
+from ...stream import QUOTE_STREAMS_SET, Quote, book_key, encode_quotes, quotes_key
 
 
 class QuotePublisher(FlushLoop):

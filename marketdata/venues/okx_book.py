@@ -18,10 +18,10 @@ from typing import Any
 
 import orjson
 
-from ..venues import okx as trade_venue
-from ..venues.base import Ignored, MalformedFrame, UnknownSymbol, json_object
-from .local import ASK, BID, LocalBook
-from .sync import BookDelta, BookSnapshot
+from . import okx as trade_venue
+from .base import Ignored, MalformedFrame, UnknownSymbol, json_object
+from ..ingest.books.local import ASK, BID, LocalBook
+from ..ingest.books.sync import BookDelta, BookSnapshot
 
 NAME = "okx"
 SNAPSHOT_FROM = "ws"

@@ -2,7 +2,7 @@
 link), REST snapshots, one ``BookSync`` per symbol, quotes on every best bid/ask change, the
 ``md:{ex:sym}:book`` hash (last update id, resyncs) and book fields in the venue's health hash.
 
-Venue knowledge comes from ``marketdata.books.<venue>``; nothing here knows a wire format.
+Venue knowledge comes from ``marketdata.venues.<venue>_book``; nothing here knows a wire format.
 """
 
 from __future__ import annotations
@@ -17,15 +17,15 @@ import orjson
 import websockets
 from websockets.asyncio.client import connect
 
-from ..clock import now_us
-from ..ingest.backoff import Backoff
-from ..stream import Quote, book_key, health_key
-from ..venues.base import Ack, MalformedFrame, Reconnect, UnknownSymbol, VenueError
+from ...clock import now_us
+from ..backoff import Backoff
+from ...stream import Quote, book_key, health_key
+from ...venues.base import Ack, MalformedFrame, Reconnect, UnknownSymbol, VenueError
 from . import venue_module
 from .quotes import QuotePublisher
 from .sync import NEED_SNAPSHOT, NOTHING, RESUBSCRIBE, BookDelta, BookSnapshot, BookSync
 
-log = logging.getLogger("marketdata.books")
+log = logging.getLogger("marketdata.ingest.books")
 
 RESYNC_RETRY_S = 5.0     # a resync that produced no snapshot by then is asked for again
 

@@ -18,10 +18,10 @@ from typing import Any
 
 import orjson
 
-from ..venues.base import Ack, HttpRequest, Ignored, MalformedFrame, Reconnect, UnknownSymbol, VenueError
-from ..venues.kraken import BOOK_DEPTHS
-from .local import ASK, BID, LocalBook
-from .sync import BookDelta, BookSnapshot
+from .base import Ack, HttpRequest, Ignored, MalformedFrame, Reconnect, UnknownSymbol, VenueError
+from .kraken import BOOK_DEPTHS
+from ..ingest.books.local import ASK, BID, LocalBook
+from ..ingest.books.sync import BookDelta, BookSnapshot
 
 NAME = "kraken"
 SNAPSHOT_FROM = "ws"

@@ -20,9 +20,9 @@ from typing import Any
 
 import orjson
 
-from ..venues import kucoin as kucoin_venue
-from ..venues.base import HttpRequest, Ignored, MalformedFrame, UnknownSymbol
-from .sync import BookDelta, BookSnapshot
+from . import kucoin as kucoin_venue
+from .base import HttpRequest, Ignored, MalformedFrame, UnknownSymbol
+from ..ingest.books.sync import BookDelta, BookSnapshot
 
 NAME = "kucoin"
 SNAPSHOT_FROM = "rest"

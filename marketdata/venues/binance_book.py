@@ -14,9 +14,9 @@ from typing import Any
 
 import orjson
 
-from ..venues import binance as trade_venue
-from ..venues.base import (Ack, HttpRequest, Ignored, MalformedFrame, Reconnect, UnknownSymbol, VenueError, json_object)
-from .sync import BookDelta, BookSnapshot
+from . import binance as trade_venue
+from .base import (Ack, HttpRequest, Ignored, MalformedFrame, Reconnect, UnknownSymbol, VenueError, json_object)
+from ..ingest.books.sync import BookDelta, BookSnapshot
 
 NAME = "binance"
 SNAPSHOT_FROM = "rest"

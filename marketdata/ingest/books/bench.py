@@ -20,8 +20,8 @@ import time
 
 import orjson
 
-from ..simulator import SimulatorConfig
-from ..simulator.process import SimulatorProcess
+from ...simulator import SimulatorConfig
+from ...simulator.process import SimulatorProcess
 from . import VENUES
 from .feed import BookFeed
 
