@@ -246,8 +246,8 @@ def test_pings_and_pong_timeout(make_sim):
         # no data streams: websockets stops reading (and ponging) when its queue is full
         async with ws_connect(ws_url(sim, "/ws")) as good:
             cid = conn_id(sim, good)
+            t0 = time.monotonic()      # before connecting: the server's ping clock starts at accept
             reader, writer = await raw_ws(port_of(sim), "/ws")  # never answers pings
-            t0 = time.monotonic()
             pings = 0
             dropped = None
             try:

@@ -99,8 +99,8 @@ def test_subscribe_deadline_cuts_a_silent_client_only(make_sim):
     url = sim.endpoints["coinbase"]["ws"]
 
     async def late():
+        t0 = time.monotonic()      # before connecting: the venue's deadline runs from its accept
         async with ws_connect(url) as ws:
-            t0 = time.monotonic()
             err = await recv_json(ws, 5)
             with pytest.raises(ConnectionClosed) as exc:
                 await recv_json(ws, 5)

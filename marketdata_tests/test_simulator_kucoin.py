@@ -113,10 +113,10 @@ def test_ping_timeout_drops_without_close_frame(make_sim):
     sim = make_sim(rate=300, venue_options={"kucoin": {"ping_interval_ms": 400, "ping_timeout_ms": 400}})
 
     async def run():
+        t0 = time.monotonic()      # before the silent link opens: its idle clock starts there
         silent, _, _ = await open_ws(sim, "silent")
         pinger, _, server = await open_ws(sim, "pinger")
         assert server["pingInterval"] == 400
-        t0 = time.monotonic()
         pongs = 0
         closed = None
         async with silent, pinger:
