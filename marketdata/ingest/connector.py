@@ -95,6 +95,7 @@ class VenueConnector:
         self.last_tick_recv_us = 0
         self.last_error = ""
         self._repair_wake = asyncio.Event()
+        self._wires: dict[_Link, _TrackedConnection] = {}    # open links and their sockets
         self.publisher: Publisher | None = None
         self.rest_client: VenueRest | None = None
 
@@ -207,6 +208,7 @@ class VenueConnector:
                 pass
 
     def _link_down(self, link: "_Link") -> None:
+        self._wires.pop(link, None)
         if link.open:
             link.open = False
             self.connected = max(0, self.connected - 1)
@@ -238,6 +240,7 @@ class VenueConnector:
             ws.last_rx = time.monotonic()
             self.connected += 1
             link.open = True
+            self._wires[link] = ws
             log.info("%s connection %d open: %s", self.name, idx, settings.redact(url.split("?")[0]))
             if not getattr(parser, "ready", True):
                 await self._await_greeting(ws, parser)
@@ -518,12 +521,21 @@ class VenueConnector:
     # like a quiet market from the link; only time tells. Created on first use from the config.
     _silence: "SilenceWatch | None" = None
 
+    def _heard_at(self, now: int) -> int:
+        """The last moment (wall µs) a subscribed link was heard from: bytes of any kind, pings and
+        heartbeats included. A quiet market is vouched for only up to here, so a link that died
+        silently is never covered for the seconds before its watchdog notices."""
+        mono = time.monotonic()
+        heard = [now - int((mono - ws.last_rx) * 1_000_000) for link, ws in self._wires.items() if link.subscribed]
+        return min(now, max(heard)) if heard else now
+
     def _advance_coverage(self) -> None:
         now = now_us()
+        heard = self._heard_at(now)
         if self._silence is None:
             self._silence = SilenceWatch(self.name, self.cfg.silent_after or SILENT_AFTER_S)
         for seq in self.seqs.values():
-            for f, t in seq.advance_coverage(now):
+            for f, t in seq.advance_coverage(heard):
                 self.publisher.put_coverage(self.name, seq.symbol, f, t)
             self._silence.observe(seq)
 
