@@ -38,7 +38,7 @@ from marketdata.storage.redis import client
 from marketdata.stream import health_key
 
 from .harness import REPO, wait_for
-from .pipeline import HOUR, _iso, check_bars, check_ticks, unrepairable_spans
+from .pipeline import HOUR, LEAD_MINUTES, _iso, check_bars, check_ticks, unrepairable_spans
 
 VENUES = ["binance", "okx", "kucoin", "kraken"]
 VICTIM = "binance"
@@ -206,7 +206,7 @@ def _floor(venue: str, rate: float) -> float:
 @pytest.mark.parametrize("venues", [VENUES], ids=["four"])
 def test_one_venue_crashing_in_a_loop_leaves_the_others_complete(venues, tmp_path, redis_server, clickhouse):
     up = Up(tmp_path, redis_server.url, clickhouse, venues,
-            {"rate": RATE, "seed": 5, "speed": SPEED, "start": _iso(HOUR - 2 * US_PER_MINUTE),
+            {"rate": RATE, "seed": 5, "speed": SPEED, "start": _iso(HOUR - LEAD_MINUTES * US_PER_MINUTE),
              "ping_interval": 2, "pong_timeout": 10})
     try:
         up.wait_started()

@@ -96,6 +96,7 @@ class VenueConnector:
         self.last_error = ""
         self._repair_wake = asyncio.Event()
         self._wires: dict[_Link, _TrackedConnection] = {}    # open links and their sockets
+        self._successors: set[_Successor] = set()             # rotated-to links not yet adopted
         self.publisher: Publisher | None = None
         self.rest_client: VenueRest | None = None
 
@@ -146,6 +147,11 @@ class VenueConnector:
             for t in tasks:
                 t.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+            for succ in self._successors:      # stopped mid-rotation: the new link ends too
+                succ.task.cancel()
+            await asyncio.gather(*(s.task for s in self._successors), return_exceptions=True)
+            for succ in self._successors:
+                self._link_down(succ.link)
             self._advance_coverage()
             pub_stop.set()
             self.publisher.request_flush()
@@ -188,6 +194,7 @@ class VenueConnector:
                 successor = await self._run_link(idx, venue_symbols, link)
                 while successor is not None:          # rotated: follow the new link
                     link = successor.link
+                    self._successors.discard(successor)
                     successor = await successor.task
             except asyncio.CancelledError:
                 self._link_down(link)
@@ -338,8 +345,10 @@ class VenueConnector:
         self.rotations += 1
         log.info("%s connection %d: rotated to a new link before the old one expires", self.name, idx)
         old_link.rotating = True
+        successor = _Successor(nxt, task)
+        self._successors.add(successor)     # a stop before the slot adopts it must still end it
         await old_ws.close()
-        return _Successor(nxt, task)
+        return successor
 
     async def _watchdog(self, ws: _TrackedConnection, idx: int) -> None:
         while True:
