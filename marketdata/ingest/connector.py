@@ -65,6 +65,26 @@ class _Successor:
         self.link, self.task = link, task
 
 
+async def await_greeting(ws, parser, counters, who: str) -> None:
+    """A venue that greets a new link (KuCoin `welcome`) may ignore a subscribe sent before the
+    greeting; its parser's `ready` turns True on it. A refusal (stale token) ends the link.
+    `counters` (a connector or a book feed) counts malformed frames and venue errors."""
+    async with asyncio.timeout(10):
+        while not parser.ready:
+            try:
+                events = parser.parse(await ws.recv(), now_us())
+            except MalformedFrame as e:
+                counters.malformed += 1
+                log.warning("%s: malformed frame skipped (%s)", who, e)
+                continue
+            for ev in events:
+                if type(ev) is Reconnect:
+                    raise ConnectionError(f"{who}: the venue refused the link: {ev.reason}")
+                if type(ev) is VenueError:
+                    counters.venue_errors += 1
+                    log.error("%s: venue error %s: %s", who, ev.code, ev.message)
+
+
 class VenueConnector:
     def __init__(self, cfg: VenueConfig, redis_url: str | None = None, *,
                  coverage_interval: float = 0.2, health_interval: float = 1.0,
@@ -277,22 +297,7 @@ class VenueConnector:
         raise websockets.exceptions.ConnectionClosedError(None, None)
 
     async def _await_greeting(self, ws, parser) -> None:
-        """A venue that greets a new link (KuCoin `welcome`) may ignore a subscribe sent before the
-        greeting; its parser's `ready` turns True on it. A refusal (stale token) ends the link."""
-        async with asyncio.timeout(10):
-            while not parser.ready:
-                try:
-                    events = parser.parse(await ws.recv(), now_us())
-                except MalformedFrame as e:
-                    self.malformed += 1
-                    log.warning("%s: malformed frame skipped (%s)", self.name, e)
-                    continue
-                for ev in events:
-                    if type(ev) is Reconnect:
-                        raise ConnectionError(f"{self.name} refused the link: {ev.reason}")
-                    if type(ev) is VenueError:
-                        self.venue_errors += 1
-                        log.error("%s: venue error %s: %s", self.name, ev.code, ev.message)
+        await await_greeting(ws, parser, self, self.name)
 
     async def _authenticate(self, ws, parser, messages: list[str], idx: int) -> None:
         """A venue that wants credentials on the link before anything else (Alpaca): send them

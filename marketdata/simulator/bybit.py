@@ -236,12 +236,7 @@ class BybitVenue(Venue):
 
     # ------------------------------------------------------------------ idle cut
     def periodic(self, mono: float) -> None:
-        if self.idle_timeout > 0 and mono >= self._idle_next:
-            self._idle_next = mono + min(0.1, self.idle_timeout / 10)
-            for conn in list(self.conns.values()):
-                if conn.state == "open" and not conn.silent and mono - conn.venue_state.last_ping >= self.idle_timeout:
-                    self.idle_drops += 1
-                    conn.abort("idle_timeout")
+        self.drop_idle(mono, "last_ping")
 
     # ------------------------------------------------------------------ faults
     def venue_fault(self, kind: str, conn: WSConnection, params: dict[str, Any]) -> None:

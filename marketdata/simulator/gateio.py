@@ -229,12 +229,7 @@ class GateioVenue(Venue):
         return "".join(parts).encode("latin-1"), n
 
     def periodic(self, mono: float) -> None:
-        if self.idle_timeout > 0 and mono >= self._idle_next:
-            self._idle_next = mono + min(0.1, self.idle_timeout / 10)
-            for conn in list(self.conns.values()):
-                if conn.state == "open" and not conn.silent and mono - conn.venue_state.last_recv >= self.idle_timeout:
-                    self.idle_drops += 1
-                    conn.abort("idle_timeout")
+        self.drop_idle(mono)
 
     # ------------------------------------------------------------------ faults
     def venue_fault(self, kind: str, conn: WSConnection, params: dict[str, Any]) -> None:

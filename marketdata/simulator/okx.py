@@ -328,12 +328,7 @@ class OkxVenue(Venue):
                 % (self.symbols[si], action, asks, bids, self.now_us() // 1000, checksum, prev, seq))
 
     def periodic(self, mono: float) -> None:
-        if self.idle_timeout > 0 and mono >= self._idle_next:
-            self._idle_next = mono + min(0.1, self.idle_timeout / 10)
-            for conn in list(self.conns.values()):
-                if conn.state == "open" and not conn.silent and mono - conn.venue_state.last_recv >= self.idle_timeout:
-                    self.idle_drops += 1
-                    conn.abort("idle_timeout")
+        self.drop_idle(mono)
         if self.books and mono >= self._book_next:
             self._book_next = self._book_next + self.book_interval \
                 if mono - self._book_next < self.book_interval else mono + self.book_interval

@@ -215,6 +215,18 @@ class Venue:
     def venue_stats(self) -> dict[str, Any]:
         return {}
 
+    def drop_idle(self, mono: float, heard: str = "last_recv") -> None:
+        """The venue's idle cut (OKX, Bybit, Gate.io, Bitstamp): abort, without a close frame, every
+        open connection whose ``venue_state.<heard>`` (monotonic time of the last message that
+        counts as activity) is ``idle_timeout`` old. Checked at most every tenth of the timeout."""
+        if self.idle_timeout > 0 and mono >= self._idle_next:
+            self._idle_next = mono + min(0.1, self.idle_timeout / 10)
+            for conn in list(self.conns.values()):
+                if conn.state == "open" and not conn.silent and \
+                        mono - getattr(conn.venue_state, heard) >= self.idle_timeout:
+                    self.idle_drops += 1
+                    conn.abort("idle_timeout")
+
     def periodic(self, mono: float) -> None:
         """Called after every generation step, also while paused or after ``end`` (timers:
         book diff streams, heartbeats, idle and token checks)."""

@@ -19,6 +19,7 @@ from websockets.asyncio.client import connect
 
 from ...clock import now_us
 from ..backoff import Backoff
+from ..connector import await_greeting
 from ...stream import Quote, book_key, health_key
 from ...venues.base import Ack, MalformedFrame, Reconnect, UnknownSymbol, VenueError
 from . import venue_module
@@ -267,22 +268,7 @@ class BookFeed:
                     h.cancel()
 
     async def _await_greeting(self, ws, parser) -> None:
-        """A venue that greets a new link (KuCoin ``welcome``) may ignore a subscribe sent before
-        it; the parser's ``ready`` turns True on the greeting. A refusal (stale token) ends the link."""
-        async with asyncio.timeout(10):
-            while not parser.ready:
-                try:
-                    events = parser.parse(await ws.recv(), now_us())
-                except MalformedFrame as e:
-                    self.malformed += 1
-                    log.warning("%s books: malformed frame skipped (%s)", self.venue, e)
-                    continue
-                for ev in events:
-                    if type(ev) is Reconnect:
-                        raise ConnectionError(f"{self.venue} books: the venue refused the link: {ev.reason}")
-                    if type(ev) is VenueError:
-                        self.venue_errors += 1
-                        log.error("%s books: venue error %s: %s", self.venue, ev.code, ev.message)
+        await await_greeting(ws, parser, self, f"{self.venue} books")
 
     def _subscribed(self) -> None:
         log.info("%s books: subscribed to %d symbols", self.venue, len(self.syncs))
