@@ -29,7 +29,7 @@ import yaml
 
 from .clock import now_us
 from .procs import default_signals
-from .storage.clickhouse import ClickHouse
+from .storage.clickhouse import ClickHouse, LocalClickHouse
 from .storage.migrate import migrate
 from .storage.redis import EmbeddedRedis, client
 from .supervisor import DEMO_CREDENTIALS
@@ -113,7 +113,8 @@ def run_bench(venues: list[str], rate: float, duration: float, symbols_per_venue
     logs.mkdir(exist_ok=True)
     symbols = DEFAULT_SYMBOLS[:symbols_per_venue]
     redis = EmbeddedRedis(work / "redis", publish_url=False).start()
-    ch_url = f"chdb://{work / 'clickhouse'}"
+    chs = LocalClickHouse(work / "clickhouse", publish_url=False).start()
+    ch_url = chs.url
     ch = ClickHouse(ch_url)
     migrate(ch)
     env = dict(os.environ, MARKETDATA_HOME=str(work), MARKETDATA_REDIS_URL=redis.url,
@@ -194,6 +195,8 @@ def run_bench(venues: list[str], rate: float, duration: float, symbols_per_venue
                 [n for n in procs if n.startswith("persist")]:
             if name in procs:
                 _stop(procs[name])
+        ch.close()
+        chs.stop()
         redis.stop()
         if own_dir and os.environ.get("MARKETDATA_BENCH_KEEP") != "1":
             shutil.rmtree(work, ignore_errors=True)

@@ -7,7 +7,17 @@ import sys
 
 
 def main(argv: list[str] | None = None) -> int:
+    from .settings import NotConfigured
+
     argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        return _main(argv)
+    except NotConfigured as e:
+        print(f"marketdata {argv[0] if argv else ''}: {e}", file=sys.stderr)
+        return 2
+
+
+def _main(argv: list[str]) -> int:
     commands = {
         "up": "start and supervise the whole local platform",
         "simulate": "run the local venue simulator",
@@ -16,6 +26,7 @@ def main(argv: list[str] | None = None) -> int:
         "tail": "print ticks of EXCHANGE:SYMBOL as they arrive",
         "decode": "raw venue frames on stdin -> canonical ticks as JSON lines",
         "migrate": "apply the ClickHouse DDL in sql/",
+        "clickhouse": "run the local ClickHouse server (the embedded engine behind ClickHouse's HTTP interface)",
         "bench": "benchmark the pipeline (--bars: a 30-day bars_1m backfill; --books: book resync time)",
         "backfill": "load trades from venue REST history for a range, then rebuild its bars",
     }
@@ -107,6 +118,8 @@ def main(argv: list[str] | None = None) -> int:
         ch = ClickHouse()
         print(f"applied {', '.join(migrate(ch))} to {ch}")
         return 0
+    if cmd == "clickhouse":
+        return _clickhouse(rest)
     if cmd == "bench":
         if "--bars" in rest:
             from .backfill.bench import main as bars_bench_main
@@ -120,6 +133,43 @@ def main(argv: list[str] | None = None) -> int:
         from .backfill.cli import main as backfill_main
         return backfill_main(rest)
     return 2
+
+
+def _size(text: str) -> int:
+    units = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+    t = text.strip().lower().removesuffix("ib").removesuffix("b")
+    if t and t[-1] in units:
+        return int(float(t[:-1]) * units[t[-1]])
+    return int(t)
+
+
+def _clickhouse(rest: list[str]) -> int:
+    import logging
+    import os
+    from pathlib import Path
+
+    from . import settings
+    from .storage import clickhouse_server as srv
+    ap = argparse.ArgumentParser(
+        prog="marketdata clickhouse",
+        description="The embedded ClickHouse engine, opened once, serving ClickHouse's HTTP interface. "
+                    "Point clients at it with MARKETDATA_CLICKHOUSE_URL=http://HOST:PORT. With "
+                    "MARKETDATA_CLICKHOUSE_PASSWORD set, user 'default' must give that password.")
+    ap.add_argument("--data", default=None, help="engine data dir (default: $MARKETDATA_HOME/clickhouse)")
+    ap.add_argument("--host", default="127.0.0.1",
+                    help="address to listen on (default 127.0.0.1; anything else exposes the store: set a password)")
+    ap.add_argument("--port", type=int, default=8123, help="HTTP port (default 8123; 0 = any free port)")
+    ap.add_argument("--max-memory", type=_size, default=_size(os.environ.get("MARKETDATA_CLICKHOUSE_MAX_MEMORY", "2G")),
+                    help="bound on the engine's total memory, e.g. 2G (default: $MARKETDATA_CLICKHOUSE_MAX_MEMORY or 2G)")
+    ap.add_argument("--mark-cache", type=_size, default=srv.DEFAULT_MARK_CACHE, help="mark cache size (default 256M)")
+    ap.add_argument("--pool", type=int, default=srv.DEFAULT_POOL,
+                    help="engine connections, i.e. queries run at once (default 8)")
+    ap.add_argument("--url-file", default=None, help="write the server's URL here once it answers")
+    a = ap.parse_args(rest)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    data = Path(a.data).expanduser().resolve() if a.data else settings.embedded_clickhouse_dir()
+    return srv.serve(data, host=a.host, port=a.port, max_memory=a.max_memory, mark_cache=a.mark_cache,
+                     pool_size=a.pool, url_file=Path(a.url_file) if a.url_file else None)
 
 
 if __name__ == "__main__":

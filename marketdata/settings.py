@@ -5,7 +5,8 @@ deployments:
 
     MARKETDATA_HOME             data dir (default ./.marketdata)
     MARKETDATA_REDIS_URL        any Redis (7.x, 8.x); unset -> the embedded redis-server of this data dir
-    MARKETDATA_CLICKHOUSE_URL   http(s)://user@host:port/db for a server; unset -> chdb://<data dir>/clickhouse
+    MARKETDATA_CLICKHOUSE_URL   http(s)://user@host:port/db for a ClickHouse server; unset -> the local
+                                server of this data dir (`marketdata up` / `marketdata clickhouse`)
     MARKETDATA_REDIS_PASSWORD, MARKETDATA_CLICKHOUSE_PASSWORD   secrets, never logged
 """
 
@@ -17,6 +18,10 @@ from pathlib import Path
 from typing import Mapping
 
 CLICKHOUSE_DATABASE = "marketdata"
+
+
+class NotConfigured(RuntimeError):
+    """A store the command needs is neither configured nor running; the message says how to get one."""
 
 
 def data_dir() -> Path:
@@ -36,13 +41,26 @@ def redis_url() -> str:
     url_file = embedded_redis_dir() / "url"
     if url_file.exists():
         return url_file.read_text().strip()
-    raise RuntimeError(
+    raise NotConfigured(
         "no Redis configured: set MARKETDATA_REDIS_URL=redis://host:port/0, or start the embedded one "
         f"with `marketdata up` (data dir {data_dir()})")
 
 
+def embedded_clickhouse_dir() -> Path:
+    """The local ClickHouse server's engine data; its URL file and log are in ``clickhouse-server/``."""
+    return data_dir() / "clickhouse"
+
+
 def clickhouse_url() -> str:
-    return os.environ.get("MARKETDATA_CLICKHOUSE_URL") or f"chdb://{data_dir() / 'clickhouse'}"
+    url = os.environ.get("MARKETDATA_CLICKHOUSE_URL")
+    if url:
+        return url
+    url_file = data_dir() / "clickhouse-server" / "url"
+    if url_file.exists():
+        return url_file.read_text().strip()
+    raise NotConfigured(
+        "no ClickHouse configured: set MARKETDATA_CLICKHOUSE_URL=http://host:8123, or start the local one "
+        f"with `marketdata up` (the whole platform) or `marketdata clickhouse` (data dir {data_dir()})")
 
 
 _SECRET_IN_URL = re.compile(r"(//[^:/@]*:)([^@]*)(@)")

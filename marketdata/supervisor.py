@@ -1,6 +1,7 @@
 """`marketdata up`: start and supervise the local platform.
 
-Embedded Redis (unless MARKETDATA_REDIS_URL is set), the ClickHouse schema, the venue simulator
+Embedded Redis (unless MARKETDATA_REDIS_URL is set), the local ClickHouse server (unless
+MARKETDATA_CLICKHOUSE_URL is set; a supervised child like the others), the ClickHouse schema, the venue simulator
 (for venues configured on it), one ingest process per venue, the persist worker(s), and
 Dagster's webserver and daemon. A process that dies is restarted with capped, jittered backoff;
 one that exits with status 2 (a config error) stops the platform with its message, since
@@ -26,7 +27,7 @@ from . import settings
 from .config import Config, ConfigError, load_config, simulator_endpoints_file
 from .ingest.backoff import Backoff
 from .procs import default_signals
-from .storage.clickhouse import ClickHouse
+from .storage.clickhouse import ClickHouse, LocalClickHouse, wait_ready
 from .storage.migrate import migrate
 from .storage.redis import EmbeddedRedis, free_port
 
@@ -80,6 +81,8 @@ class Platform:
         self.dagster_port = dagster_port
         self.with_simulator = simulator
         self.redis: EmbeddedRedis | None = None
+        self.clickhouse: LocalClickHouse | None = None
+        self.clickhouse_child: Child | None = None
         self.children: list[Child] = []
         self.stop_event = threading.Event()
         self.exit_code = 0
@@ -91,6 +94,7 @@ class Platform:
         if self.config_path:
             env["MARKETDATA_CONFIG"] = str(Path(self.config_path).resolve())
         env["MARKETDATA_REDIS_URL"] = os.environ.get("MARKETDATA_REDIS_URL") or self.redis.url
+        env["MARKETDATA_CLICKHOUSE_URL"] = os.environ.get("MARKETDATA_CLICKHOUSE_URL") or self.clickhouse.url
         env["DAGSTER_HOME"] = str(settings.data_dir() / "dagster")
         env.setdefault("PYTHONUNBUFFERED", "1")
         return env
@@ -105,9 +109,12 @@ class Platform:
         if not os.environ.get("MARKETDATA_REDIS_URL"):
             self.redis = EmbeddedRedis().start()
             log.info("embedded redis-server on %s (data %s)", self.redis.url, self.redis.dir)
+        if not os.environ.get("MARKETDATA_CLICKHOUSE_URL"):
+            self._start_clickhouse(logs)
         env = self._env()
-        ch = ClickHouse()
+        ch = ClickHouse(env["MARKETDATA_CLICKHOUSE_URL"])
         migrate(ch)
+        ch.close()
         log.info("ClickHouse schema applied (%s)", ch)
         sim_venues = [v.name for v in cfg.venues.values() if v.endpoints == "simulator" and not v.ws_url]
         venue_env = demo_credentials(sim_venues)
@@ -175,12 +182,26 @@ class Platform:
               f"`marketdata tail {next(iter(cfg.venues))}:{next(iter(cfg.venues.values())).symbols[0]}` "
               "shows ticks; Ctrl-C stops everything.", flush=True)
 
+    def _start_clickhouse(self, logs: Path) -> None:
+        """The local ClickHouse server: a fixed free port for its life (a restart after a crash
+        comes back at the same URL), a readiness check, then supervised like every child."""
+        self.clickhouse = LocalClickHouse()
+        c = Child("clickhouse", self.clickhouse.argv(), dict(os.environ, PYTHONUNBUFFERED="1"),
+                  logs / "clickhouse.log")
+        c.start()
+        self.children.append(c)
+        self.clickhouse_child = c
+        wait_ready(self.clickhouse.url, 120, c.proc, c.log_path)
+        log.info("local ClickHouse server on %s (data %s)", self.clickhouse.url, self.clickhouse.dir)
+
     def write_processes(self) -> None:
         """<data dir>/run/processes.json: what `up` runs now, for operators and tests."""
         run = settings.data_dir() / "run"
         run.mkdir(exist_ok=True)
         state = {"pid": os.getpid(), "ui": self.ui_url,
                  "redis": self.redis.url if self.redis else settings.redact(os.environ.get("MARKETDATA_REDIS_URL", "")),
+                 "clickhouse": self.clickhouse.url if self.clickhouse else
+                 settings.redact(os.environ.get("MARKETDATA_CLICKHOUSE_URL", "")),
                  "children": {c.name: {"pid": c.proc.pid if c.proc else None, "restarts": c.restarts,
                                        "log": str(c.log_path)} for c in self.children}}
         tmp = run / "processes.json.tmp"
@@ -216,14 +237,17 @@ class Platform:
                 self.write_processes()      # operators see the crash (no pid) until the restart
 
     def stop(self) -> None:
-        # Reverse order: Dagster and connectors first, persist after them (it drains), Redis last.
+        # Reverse order: Dagster and connectors first, persist after them (it drains), then
+        # ClickHouse, Redis last.
         for c in reversed(self.children):
-            if c.name.startswith("persist"):
+            if c.name.startswith("persist") or c is self.clickhouse_child:
                 continue
             c.stop()
         for c in self.children:
             if c.name.startswith("persist"):
                 c.stop()
+        if self.clickhouse_child is not None:
+            self.clickhouse_child.stop(timeout=60)
         if self.redis:
             self.redis.stop()
         (settings.data_dir() / "run" / "processes.json").unlink(missing_ok=True)

@@ -1,10 +1,15 @@
+"""Shared fixtures: a real redis-server per test, and one real local ClickHouse server (the
+embedded engine behind ClickHouse's HTTP interface, `marketdata clickhouse`) per test session or
+xdist worker, so every test talks to ClickHouse over the HTTP path production uses."""
+
 from __future__ import annotations
 
 import pytest
 
-from marketdata.storage.clickhouse import ClickHouse
-from marketdata.storage.migrate import migrate
+from marketdata.storage.clickhouse import LocalClickHouse
 from marketdata.storage.redis import EmbeddedRedis, client
+
+from .harness import fresh_store
 
 
 @pytest.fixture
@@ -21,9 +26,17 @@ def redis_client(redis_server):
     r.close()
 
 
+@pytest.fixture(scope="session")
+def clickhouse_server(tmp_path_factory):
+    """The local ClickHouse server for this session (or xdist worker), stopped by PID afterwards."""
+    with LocalClickHouse(tmp_path_factory.mktemp("clickhouse") / "data", publish_url=False,
+                         max_memory=1 << 30) as srv:
+        yield srv
+
+
 @pytest.fixture
-def clickhouse(tmp_path):
-    """The real ClickHouse engine (chdb) in a temp dir, schema applied."""
-    ch = ClickHouse(f"chdb://{tmp_path / 'clickhouse'}")
-    migrate(ch)
-    return ch
+def clickhouse(clickhouse_server):
+    """An empty platform database (schema applied) on the session's ClickHouse server."""
+    ch = fresh_store(clickhouse_server.url)
+    yield ch
+    ch.close()

@@ -106,6 +106,17 @@ class SimProc(Proc):
         return self.control(venue, "/_sim/fault", body)
 
 
+def fresh_store(url: str):
+    """The platform's database on the ClickHouse server at ``url``, dropped and created again
+    (schema applied)."""
+    from marketdata.storage.clickhouse import ClickHouse
+    from marketdata.storage.migrate import migrate
+    ch = ClickHouse(url)
+    ch.command("DROP DATABASE IF EXISTS marketdata SYNC")
+    migrate(ch)
+    return ch
+
+
 def platform_env(home: Path, redis_url: str, clickhouse_url: str, config: Path | None = None) -> dict:
     env = dict(os.environ)
     env.update({"MARKETDATA_HOME": str(home), "MARKETDATA_REDIS_URL": redis_url,

@@ -31,8 +31,6 @@ from marketdata.backfill.rest import RestError, VenueRest
 from marketdata.bars import audit_hours
 from marketdata.clock import US_PER_HOUR, US_PER_MINUTE, now_us
 from marketdata.persist.rows import COVERAGE_COLUMNS, GAP_COLUMNS, TICK_COLUMNS
-from marketdata.storage.clickhouse import ClickHouse
-from marketdata.storage.migrate import migrate
 
 from .harness import SimProc, platform_env, wait_for, write_config
 from .pipeline import bars_from_truth, read_truth
@@ -48,7 +46,7 @@ CHECK_KEY = dg.AssetCheckKey(dg.AssetKey("bars_1m"), "bars_1m_complete")
 @pytest.fixture(scope="module")
 def sim(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("sim")
-    env = platform_env(tmp, "redis://127.0.0.1:1/0", f"chdb://{tmp / 'unused'}")
+    env = platform_env(tmp, "redis://127.0.0.1:1/0", "http://127.0.0.1:9")
     s = SimProc(["simulate", "--venues", "binance", "--symbols", ",".join(SYMBOLS), "--rate", "2000",
                  "--seed", "5", "--start", "2026-01-05T09:55:00Z", "--end", "2026-01-05T12:10:00Z",
                  "--speed", "3600", "--ground-truth", str(tmp / "truth.csv")], env, tmp)
@@ -63,17 +61,15 @@ def sim(tmp_path_factory):
 
 
 @pytest.fixture
-def store(tmp_path, monkeypatch, sim):
-    """A fresh embedded store and a config naming the simulator, via the deployment's env vars."""
-    url = f"chdb://{tmp_path / 'clickhouse'}"
+def store(tmp_path, monkeypatch, sim, clickhouse):
+    """A fresh store and a config naming the simulator, via the deployment's env vars."""
+    url = clickhouse.url
     cfg = write_config(tmp_path / "marketdata.yaml", {"binance": {
         "symbols": SYMBOLS, "endpoints": "live", "rest_url": sim.rest_url, "ws_url": "ws://127.0.0.1:1"}})
     monkeypatch.setenv("MARKETDATA_HOME", str(tmp_path / "home"))
     monkeypatch.setenv("MARKETDATA_CLICKHOUSE_URL", url)
     monkeypatch.setenv("MARKETDATA_CONFIG", str(cfg))
-    ch = ClickHouse(url)
-    migrate(ch)
-    return ch
+    return clickhouse
 
 
 def stored_ticks(ch, start_us, end_us) -> dict:

@@ -1,5 +1,5 @@
 """bars_1m build, coverage merging and the completeness audit, against the real embedded
-ClickHouse engine (chdb), checked against bars computed independently in plain Python."""
+ClickHouse engine (the local server), checked against bars computed independently in plain Python."""
 
 from __future__ import annotations
 
@@ -13,8 +13,6 @@ from marketdata.bars import (audit_hours, build_bars, complete_minutes, covered_
                              merge_intervals, merged_intervals, missing_by_pair, register_calendar,
                              totals)
 from marketdata.bars import calendar as cal
-from marketdata.storage.clickhouse import ClickHouse
-from marketdata.storage.migrate import migrate
 
 M = 60_000_000
 H_US = 3_600_000_000
@@ -25,10 +23,8 @@ COV_COLS = ["exchange", "symbol", "from_us", "to_us", "source", "recorded_us"]
 
 
 @pytest.fixture
-def ch(tmp_path):
-    store = ClickHouse(f"chdb://{tmp_path / 'clickhouse'}")
-    migrate(store)
-    return store
+def ch(clickhouse):
+    return clickhouse
 
 
 def tick(ex, sym, tid, ts, price, qty, *, version=1, deleted=0, count=1, event="trade",

@@ -187,7 +187,7 @@ class BookRig:
         self.symbols = SYMBOLS[venue]
         logs = tmp_path / "logs"
         logs.mkdir(parents=True, exist_ok=True)
-        base_env = platform_env(tmp_path, redis_url or "redis://127.0.0.1:1", "chdb://" + str(tmp_path / "ch"))
+        base_env = platform_env(tmp_path, redis_url or "redis://127.0.0.1:1", "http://127.0.0.1:9")
         self.sim = SimProc(["simulate", "--venues", venue, "--symbols", ",".join(self.symbols), "--rate", "1500",
                             "--seed", "13", "--start", "2026-01-05T10:00:00Z", "--speed", "60", *(sim_args or [])],
                            base_env, logs)

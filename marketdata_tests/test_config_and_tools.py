@@ -36,7 +36,7 @@ def test_config_mistakes_name_what_to_fix(raw, needle):
 
 
 def test_ingest_with_a_symbol_the_venue_does_not_list_fails_at_start(tmp_path, redis_server):
-    env = platform_env(tmp_path, redis_server.url, f"chdb://{tmp_path / 'ch'}")
+    env = platform_env(tmp_path, redis_server.url, "http://127.0.0.1:9")
     sim = SimProc(["simulate", "--venues", "binance", "--symbols", "BTC-USDT", "--rate", "50"], env, tmp_path)
     try:
         eps = sim.endpoints["binance"]
@@ -104,7 +104,7 @@ def test_tail_prints_ticks_from_the_stream(tmp_path, redis_server, redis_client)
                         1_700_000_000_000_100 + i) for i in range(3)]
     redis_client.xadd(stream_key("binance", "BTC-USDT"),
                       encode_entry("binance", "BTC-USDT", ticks, (1_700_000_000_000_000, 1_700_000_000_000_001, "ws")))
-    env = platform_env(tmp_path, redis_server.url, f"chdb://{tmp_path / 'ch'}")
+    env = platform_env(tmp_path, redis_server.url, "http://127.0.0.1:9")
     r = run_cli(["tail", "binance:BTC-USDT", "--from-start", "-n", "3"], env=env)
     assert r.returncode == 0, r.stderr
     lines = [orjson.loads(x) for x in r.stdout.splitlines()]

@@ -14,8 +14,6 @@ from marketdata.definitions import defs
 from marketdata.defs.bars.assets import bars_1m
 from marketdata.defs.bars.checks import bars_1m_complete
 from marketdata.defs.partitions import hour_key, hourly_partitions
-from marketdata.storage.clickhouse import ClickHouse
-from marketdata.storage.migrate import migrate
 
 M = 60_000_000
 H_US = 3_600_000_000
@@ -27,15 +25,13 @@ CHECK_KEY = dg.AssetCheckKey(dg.AssetKey("bars_1m"), "bars_1m_complete")
 
 
 @pytest.fixture
-def store(tmp_path, monkeypatch):
-    """A fresh embedded store, pointed at by the same env vars a deployment uses."""
-    url = f"chdb://{tmp_path / 'clickhouse'}"
+def store(tmp_path, monkeypatch, clickhouse):
+    """A fresh store, pointed at by the same env vars a deployment uses."""
+    url = clickhouse.url
     monkeypatch.setenv("MARKETDATA_HOME", str(tmp_path / "home"))
     monkeypatch.setenv("MARKETDATA_CLICKHOUSE_URL", url)
     monkeypatch.setenv("MARKETDATA_CONFIG", str(tmp_path / "marketdata.yaml"))   # absent unless written
-    ch = ClickHouse(url)
-    migrate(ch)
-    return ch
+    return clickhouse
 
 
 def load(ch, *, pairs, start_us, end_us, holes=()):

@@ -23,7 +23,6 @@ from marketdata.clock import US_PER_HOUR, US_PER_MINUTE
 from marketdata.dagster_service import DagsterService
 from marketdata.persist.rows import COVERAGE_COLUMNS, TICK_COLUMNS
 from marketdata.storage.clickhouse import ClickHouse
-from marketdata.storage.migrate import migrate
 
 from .harness import platform_env, write_config
 
@@ -52,9 +51,8 @@ def seed(ch: ClickHouse) -> None:
 
 
 @pytest.fixture
-def dagster(tmp_path):
-    ch = ClickHouse(f"chdb://{tmp_path / 'clickhouse'}")
-    migrate(ch)
+def dagster(tmp_path, clickhouse):
+    ch = clickhouse
     seed(ch)
     cfg = write_config(tmp_path / "marketdata.yaml", {"binance": {
         "symbols": [s for _, s in PAIRS], "endpoints": "live", "rest_url": "http://127.0.0.1:9",

@@ -15,7 +15,7 @@ from .harness import SimProc, platform_env, wait_for
 
 
 def test_links_rotate_before_the_venue_cuts_them_and_nothing_is_missed(tmp_path, redis_server):
-    env = platform_env(tmp_path, redis_server.url, f"chdb://{tmp_path / 'ch'}")
+    env = platform_env(tmp_path, redis_server.url, "http://127.0.0.1:9")
     sim = SimProc(["simulate", "--venues", "binance", "--symbols", "BTC-USDT", "--rate", "400",
                    "--venue-option", "binance.max_lifetime=3"], env, tmp_path)
     try:

@@ -50,7 +50,7 @@ def test_up_runs_supervises_and_stops_the_platform(tmp_path):
         r = client((home / "redis" / "url").read_text())
         wait_for(lambda: int(r.hget(health_key("binance"), "ticks_published") or 0) > 100, 60,
                  "ticks published to Redis", on_timeout=log)
-        ch = ClickHouse(f"chdb://{home / 'clickhouse'}")
+        ch = ClickHouse((home / "clickhouse-server" / "url").read_text())
         wait_for(lambda: ch.rows("SELECT count() FROM marketdata.ticks")[0][0] > 100, 60,
                  "ticks in ClickHouse", interval=0.5, on_timeout=log)
 

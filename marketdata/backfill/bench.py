@@ -240,7 +240,6 @@ def main(argv: list[str] | None = None) -> int:
 
     work = Path(a.dir) if a.dir else Path(tempfile.mkdtemp(prefix="md-bench-bars-"))
     work.mkdir(parents=True, exist_ok=True)
-    os.environ["MARKETDATA_CLICKHOUSE_URL"] = f"chdb://{work / 'clickhouse'}"
     os.environ["MARKETDATA_CONFIG"] = str(work / "absent.yaml")      # pairs = what the data holds
     os.environ.setdefault("MARKETDATA_BARS_START", "2026-01-01-00:00")
     import warnings
@@ -248,7 +247,7 @@ def main(argv: list[str] | None = None) -> int:
     import dagster as dg
 
     from ..defs.bars.assets import bars_1m
-    from ..storage.clickhouse import ClickHouse
+    from ..storage.clickhouse import ClickHouse, LocalClickHouse
     from ..storage.migrate import migrate
 
     warnings.simplefilter("ignore")
@@ -258,6 +257,8 @@ def main(argv: list[str] | None = None) -> int:
     per_run = a.hours_per_run if a.hours_per_run is not None else (policy.max_partitions_per_run or 0)
     hours = (end_us - start_us) // US_PER_HOUR
     per_run = per_run or hours
+    chs = LocalClickHouse(work / "clickhouse", publish_url=False).start()
+    os.environ["MARKETDATA_CLICKHOUSE_URL"] = chs.url
     try:
         ch = ClickHouse()
         migrate(ch)
@@ -309,6 +310,7 @@ def main(argv: list[str] | None = None) -> int:
         print("  every bar complete" if ok else "  NOT every bar complete")
         return 0 if ok else 1
     finally:
+        chs.stop()
         if not a.dir:
             shutil.rmtree(work, ignore_errors=True)
 

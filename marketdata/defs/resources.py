@@ -3,8 +3,9 @@
 Only environment-variable *names* reach Dagster's storage (``dg.EnvVar``): a ClickHouse URL may
 carry a password, and it must never be stored in run config or shown in the UI.
 
-    clickhouse          ClickHouseResource: MARKETDATA_CLICKHOUSE_URL when set, else the embedded
-                        engine of the data dir (chdb://$MARKETDATA_HOME/clickhouse)
+    clickhouse          ClickHouseResource: MARKETDATA_CLICKHOUSE_URL when set, else the local
+                        ClickHouse server of the data dir (its URL file); the password, if any, from
+                        MARKETDATA_CLICKHOUSE_PASSWORD, read by the client
     marketdata_config   MarketdataConfigResource: MARKETDATA_CONFIG (default ./marketdata.yaml);
                         a missing file means "no configured symbols" (builds then cover the pairs
                         present in the data)
@@ -32,8 +33,8 @@ _migrate_lock = threading.Lock()
 
 
 class ClickHouseResource(dg.ConfigurableResource):
-    """The ClickHouse store (embedded chdb or a server). Open work with ``store().session()``;
-    sessions on the embedded engine take an inter-process lock, so keep them to one unit of work."""
+    """The ClickHouse store (the local server or any ClickHouse server), over HTTP. Work with
+    ``store().session()`` (the process's one client: nothing is opened or locked per use)."""
 
     url: str | None = None            # None: settings.clickhouse_url() at run time (env, then data dir)
     migrate_on_start: bool = True     # apply sql/*.sql (idempotent) once per process before first use

@@ -59,9 +59,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--claim-idle-ms", type=_positive_int, default=30_000,
                    help="claim entries another consumer has held unacknowledged this long "
                         "(default 30000)")
-    p.add_argument("--linger-ms", type=int, default=1000,
-                   help="under a steady flow, open ClickHouse at most once per this many ms and "
-                        "batch what arrives meanwhile (default 1000; 0: insert as soon as read)")
+    p.add_argument("--linger-ms", type=int, default=100,
+                   help="under a steady flow, insert at most once per this many ms and batch what "
+                        "arrives meanwhile (default 100; 0: insert as soon as read)")
     p.add_argument("--trim-interval", type=_positive_float, default=5.0, metavar="SECONDS",
                    help="how often streams are trimmed behind what every group acknowledged (default 5)")
     p.add_argument("--log-level", default=os.environ.get("MARKETDATA_LOG_LEVEL", "INFO"),

@@ -9,9 +9,8 @@ fixed rate, flushing every stream every few ms like a connector; reports the wor
 
     python -m marketdata.persist.bench --rate 50000 --seconds 20 [--streams 10] [--flush-ms 5]
 
-Starts its own redis-server and embedded ClickHouse in a temp dir (removed afterwards). CPU is
-the worker process's (all its threads, including the embedded ClickHouse engine); the
-redis-server is a separate process and reported apart.
+Starts its own redis-server and local ClickHouse server in a temp dir (removed afterwards). CPU is
+the worker process's; the redis-server and the ClickHouse server are separate processes.
 """
 
 from __future__ import annotations
@@ -29,7 +28,7 @@ from pathlib import Path
 
 import psutil
 
-from ..storage.clickhouse import ClickHouse
+from ..storage.clickhouse import ClickHouse, LocalClickHouse
 from ..storage.migrate import migrate
 from ..storage.redis import EmbeddedRedis, client
 from ..stream import PERSIST_GROUP, STREAMS_SET, encode_entry, health_key, stream_key
@@ -186,17 +185,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rate", type=int, default=0, help="steady mode: ticks/s to publish")
     ap.add_argument("--seconds", type=float, default=20.0, help="steady mode: how long to publish")
     ap.add_argument("--flush-ms", type=float, default=5.0, help="steady mode: connector flush interval")
-    ap.add_argument("--linger-ms", type=int, default=1000, help="steady mode: the worker's --linger-ms")
+    ap.add_argument("--linger-ms", type=int, default=100, help="steady mode: the worker's --linger-ms")
     ap.add_argument("--keep", action="store_true", help="keep the temp dir")
     args = ap.parse_args(argv)
 
     d = Path(tempfile.mkdtemp(prefix="md-persist-bench-"))
     er = EmbeddedRedis(d / "redis", publish_url=False).start()
+    chs = LocalClickHouse(d / "clickhouse", publish_url=False).start()
     try:
-        ch = ClickHouse(f"chdb://{d / 'clickhouse'}")
+        ch = ClickHouse(chs.url)
         migrate(ch)
         return steady(args, er, ch, d) if args.rate else drain(args, er, ch)
     finally:
+        chs.stop()
         er.stop()
         if not args.keep:
             shutil.rmtree(d, ignore_errors=True)

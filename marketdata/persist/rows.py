@@ -101,15 +101,10 @@ TICK_STRUCTURE = ("x String, s String, t Array(Tuple(" +
                   ", ".join(_READ_TYPES[f] for f in ROW_ORDER) + "))")
 
 
-def tick_insert_sql(table: str, path: str | None) -> str:
-    """INSERT ... SELECT that expands entry lines into tick rows: from a local file (embedded
-    engine) or, with path None, from the request body through input() (ClickHouse server)."""
-    if path is None:
-        source = f"input('{TICK_STRUCTURE}')"
-        return _tick_select_sql(source).format(table=table) + " FORMAT JSONCompactEachRow"
-    quoted = path.replace("\\", "\\\\").replace("'", "\\'")
-    source = f"file('{quoted}', 'JSONCompactEachRow', '{TICK_STRUCTURE}')"
-    return _tick_select_sql(source).format(table=table)
+def tick_insert_sql(table: str) -> str:
+    """INSERT ... SELECT that expands the request body's entry lines into tick rows (input())."""
+    source = f"input('{TICK_STRUCTURE}')"
+    return _tick_select_sql(source).format(table=table) + " FORMAT JSONCompactEachRow"
 
 
 @dataclass(slots=True)

@@ -10,7 +10,7 @@ One batch at a time:
               deduplication token, so a retried batch is stored once
     acking    XACK, pipelined, only after ClickHouse committed
 
-Failures (Redis or ClickHouse down, the embedded store held by another process) are waited out
+Failures (Redis or ClickHouse down) are waited out
 with capped, jittered exponential backoff while the batch is held; nothing is acked early, nothing
 is dropped. Entries held across a long wait are re-claimed by us every claim_idle_ms / 3 so that
 another worker does not take them while we are alive.
@@ -25,11 +25,10 @@ A background thread publishes health every second, re-claims held entries, trims
 what every group has acknowledged, and removes consumers that are gone and own nothing.
 
 Batching: a batch is closed at ``batch_max`` ticks, or -- when the streams are not backlogged --
-``linger_ms`` after the previous ClickHouse session began (opening the embedded engine costs
-~60 ms of CPU, so one session per second instead of one per read keeps the worker cheap at
-50,000 ticks/s; the price is up to linger_ms of extra latency). With the embedded engine the
-ticks payload is written to ``<store>.persist-spool/`` and read by the INSERT; files left by a
-killed worker are removed by the next worker that starts.
+``linger_ms`` (default 100) after the previous insert began, so a steady flow goes in as about ten
+inserts a second rather than one per read (each insert costs a few Redis and HTTP round trips
+whatever its size); the price is up to linger_ms of extra latency. The ticks go to ClickHouse as
+one request body, expanded by ``INSERT ... SELECT ... FROM input(...)`` (``rows.tick_insert_sql``).
 """
 
 from __future__ import annotations
@@ -39,11 +38,9 @@ import os
 import random
 import re
 import socket
-import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Callable, Iterable, TypeVar
 
 import redis
@@ -77,10 +74,6 @@ class _Stopped(Exception):
     """Stop requested while the batch was waiting: abandon it (it stays pending in Redis)."""
 
 
-class _Interrupted(BaseException):
-    """Raised by the signal handler to break out of a wait for the embedded store's lock."""
-
-
 def _is_data_error(exc: BaseException) -> bool:
     m = _CODE_RE.search(str(exc))
     return bool(m) and int(m.group(1)) in _DATA_ERROR_CODES
@@ -92,18 +85,6 @@ def _b(v) -> bytes:
 
 def _id_ms(entry_id: bytes) -> int:
     return int(entry_id.split(b"-", 1)[0])
-
-
-def _remove_stale_spool(d: Path) -> None:
-    """Remove payload files of workers that died before deleting them (kill -9)."""
-    for f in d.glob("md-persist-*.jsonl"):
-        try:
-            pid = int(f.name.split("-")[2])
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            f.unlink(missing_ok=True)
-        except (ValueError, IndexError, PermissionError, OSError):
-            pass
 
 
 def _id_key(entry_id: bytes) -> tuple[int, int]:
@@ -204,7 +185,7 @@ class PersistWorker:
 
     def __init__(self, redis_url: str | None = None, clickhouse_url: str | None = None,
                  consumer: str | None = None, batch_max: int = 50_000, block_ms: int = 200,
-                 claim_idle_ms: int = 30_000, *, linger_ms: int = 1000, trim_interval_s: float = 5.0,
+                 claim_idle_ms: int = 30_000, *, linger_ms: int = 100, trim_interval_s: float = 5.0,
                  streams_refresh_s: float = 1.0, health_interval_s: float = 1.0,
                  backoff_base_s: float = 0.05, backoff_max_s: float = 10.0,
                  group: str = PERSIST_GROUP, deadletter_stream: str = DEADLETTER_STREAM,
@@ -228,12 +209,6 @@ class PersistWorker:
         self.consumer_gone_ms = consumer_gone_ms if consumer_gone_ms is not None else 2 * claim_idle_ms
         self.claim_interval_s = min(max(claim_idle_ms / 2000.0, 0.05), 5.0)
         self.health_key = health_key(f"persist:{self.consumer}")
-        self.spool_dir: Path | None = None
-        if self.ch.embedded:
-            # The ticks payload is handed to the embedded engine as a file, next to the store.
-            self.spool_dir = self.ch.path.parent / (self.ch.path.name + ".persist-spool")
-            self.spool_dir.mkdir(parents=True, exist_ok=True)
-            _remove_stale_spool(self.spool_dir)
 
         sock_timeout = max(10.0, block_ms / 1000.0 + 5.0)
         self.r = redis_storage.client(self.redis_url, socket_timeout=sock_timeout, socket_connect_timeout=3)
@@ -249,8 +224,6 @@ class PersistWorker:
         self._held: dict[bytes, list[bytes]] = {}  # stream -> ids delivered to us and not acked
         self._held_oldest_ms = 0
         self._last_session_start = 0.0
-        self._interruptible = False
-        self._interrupted = False
         self._avg_ticks_per_entry = 100.0
         self._next_refresh = 0.0
         self._next_claim = 0.0
@@ -264,7 +237,7 @@ class PersistWorker:
         self.phase = "idle"
         self.stats = {
             "ticks_persisted": 0, "entries_acked": 0, "batches": 0, "last_batch_ticks": 0,
-            "last_batch_entries": 0, "last_insert_ms": 0, "last_store_wait_ms": 0, "pending": 0,
+            "last_batch_entries": 0, "last_insert_ms": 0, "pending": 0,
             "group_pending": 0, "lag_ms": 0, "deadletters": 0, "claimed": 0, "trimmed": 0,
             "trim_runs": 0, "coverage_rows": 0, "gap_rows": 0, "deferred": 0, "errors": 0,
             "consumers_removed": 0, "vanished": 0,
@@ -310,12 +283,9 @@ class PersistWorker:
         self._stop.set()
 
     def interrupt(self) -> None:
-        """For a signal handler: stop, and break out of a wait for the embedded store if the
-        worker (on the main thread) is in one. The batch in hand is abandoned, not acked."""
-        self._interrupted = True
+        """For a signal handler: stop. An insert under way finishes (or fails), then the worker
+        stops; a batch not yet committed is abandoned, not acked."""
         self._stop.set()
-        if self._interruptible and threading.current_thread() is threading.main_thread():
-            raise _Interrupted()
 
     def run_once(self) -> int:
         """Read one batch and persist it. Returns the number of entries handled (0: nothing to do).
@@ -435,9 +405,9 @@ class PersistWorker:
         if not taken:
             return batch
         # Fill the batch up to batch_max: drain without blocking while full reads say there is
-        # more; otherwise linger (blocking reads) until linger_ms after the previous session
-        # began -- opening the embedded store costs tens of ms of CPU, so under a steady flow
-        # fewer, larger batches are much cheaper than many small ones.
+        # more; otherwise linger (blocking reads) until linger_ms after the previous insert
+        # began -- every insert costs round trips whatever its size, so under a steady flow
+        # fewer, larger batches are cheaper than many small ones.
         deadline = self._last_session_start + self.linger_s
         while ticks < budget and len(batch.entries) < budget:
             more = [s for s, n in got.items() if n >= count]
@@ -683,8 +653,6 @@ class PersistWorker:
             try:
                 self._insert(parsed, allowed_cov)
                 return parsed, dead
-            except _Interrupted:
-                raise _Stopped()
             except Exception as e:
                 if not _is_data_error(e):
                     attempt += 1
@@ -740,8 +708,6 @@ class PersistWorker:
             try:
                 self._insert(part, [p for p in part if (p.stream, p.id) in cov_keys])
                 return
-            except _Interrupted:
-                raise _Stopped()
             except Exception as e:
                 if not _is_data_error(e):
                     raise
@@ -759,8 +725,8 @@ class PersistWorker:
         return bad
 
     def _insert(self, parsed: list[R.Parsed], allowed_cov: list[R.Parsed]) -> None:
-        """One short session: ticks, then gaps, then coverage (coverage last: it vouches for the
-        rest). Payloads are built before the session opens."""
+        """Ticks, quotes, then gaps, then coverage (coverage last: it vouches for the rest), each
+        one request with its deduplication token. Payloads are built before the first request."""
         with_ticks = sorted((p for p in parsed if p.line), key=lambda p: (p.stream, p.id))
         tick_payload = b"".join(p.line for p in with_ticks)
         tick_token = R.ids_token("ticks", with_ticks) if with_ticks else None
@@ -772,49 +738,23 @@ class PersistWorker:
         quote_payload = b"".join(p.quotes for p in with_quotes)
         if not (tick_payload or gap_payload or cov_payload or quote_payload):
             return
-        path = None
-        if tick_payload and self.ch.embedded:
-            fd, path = tempfile.mkstemp(prefix=f"md-persist-{os.getpid()}-", suffix=".jsonl",
-                                        dir=self.spool_dir)
-            with os.fdopen(fd, "wb") as f:
-                f.write(tick_payload)
         self._set_phase("inserting")
-        t0 = time.monotonic()
-        t1 = t0
-        self._last_session_start = t0
-        try:
-            self._interruptible = True
-            if self._interrupted:        # a signal came just before the wait began
-                raise _Interrupted()
-            with self.ch.session() as c:
-                self._interruptible = False
-                t1 = time.monotonic()
-                if tick_payload:
-                    sql = R.tick_insert_sql(TICKS_TABLE, path)
-                    tick_settings = {"insert_deduplication_token": tick_token}
-                    if path is None:
-                        c.command(sql, data=tick_payload, settings=tick_settings)
-                    else:
-                        c.command(sql, settings=tick_settings)
-                if quote_payload:
-                    insert_json_rows(c, QUOTES_TABLE, R.QUOTE_COLUMNS, quote_payload,
-                                     dedup_token=R.ids_token("quotes", with_quotes))
-                if gap_payload:
-                    insert_json_rows(c, GAPS_TABLE, R.GAP_COLUMNS, gap_payload,
-                                     dedup_token=R.ids_token("gaps", (p for p in parsed if p.gaps), gap_payload))
-                if cov_payload:
-                    insert_json_rows(c, COVERAGE_TABLE, R.COVERAGE_COLUMNS, cov_payload,
-                                     dedup_token=R.ids_token("coverage", allowed_cov, cov_payload))
-        finally:
-            self._interruptible = False
-            if path is not None:
-                try:
-                    os.unlink(path)
-                except OSError:
-                    pass
-        t2 = time.monotonic()
-        self.stats["last_store_wait_ms"] = int((t1 - t0) * 1000)
-        self.stats["last_insert_ms"] = int((t2 - t1) * 1000)
+        t1 = time.monotonic()
+        self._last_session_start = t1
+        c = self.ch.client()
+        if tick_payload:
+            c.command(R.tick_insert_sql(TICKS_TABLE), data=tick_payload,
+                      settings={"insert_deduplication_token": tick_token})
+        if quote_payload:
+            insert_json_rows(c, QUOTES_TABLE, R.QUOTE_COLUMNS, quote_payload,
+                             dedup_token=R.ids_token("quotes", with_quotes))
+        if gap_payload:
+            insert_json_rows(c, GAPS_TABLE, R.GAP_COLUMNS, gap_payload,
+                             dedup_token=R.ids_token("gaps", (p for p in parsed if p.gaps), gap_payload))
+        if cov_payload:
+            insert_json_rows(c, COVERAGE_TABLE, R.COVERAGE_COLUMNS, cov_payload,
+                             dedup_token=R.ids_token("coverage", allowed_cov, cov_payload))
+        self.stats["last_insert_ms"] = int((time.monotonic() - t1) * 1000)
         self.stats["coverage_rows"] += len(cov)
         self.stats["gap_rows"] += len(gaps)
 
@@ -856,8 +796,8 @@ class PersistWorker:
         while True:
             try:
                 return fn()
-            except (_Stopped, _Interrupted):
-                raise _Stopped()
+            except _Stopped:
+                raise
             except Exception as e:
                 attempt += 1
                 self._note_error(what, e, attempt)
