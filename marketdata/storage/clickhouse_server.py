@@ -130,9 +130,17 @@ def _quote(v: str) -> str:
     return "'" + v.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
+# Magic bytes each body encoding starts with. A body labelled with an encoding but not starting with
+# its magic is taken as sent uncompressed: clickhouse-connect 1.12 with compress="zstd" labels its
+# (uncompressed) Native insert bodies zstd.
+_MAGIC = {"gzip": b"\x1f\x8b", "zstd": b"\x28\xb5\x2f\xfd", "lz4": b"\x04\x22\x4d\x18"}
+
+
 def _decompress(body: bytes, encoding: str) -> bytes:
     enc = encoding.strip().lower()
-    if not enc or enc == "identity":
+    if not enc or enc == "identity" or not body:
+        return body
+    if enc in _MAGIC and not body.startswith(_MAGIC[enc]):
         return body
     if enc == "gzip":
         return gzip.decompress(body)
