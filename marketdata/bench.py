@@ -1,9 +1,11 @@
 """`marketdata bench`: simulator -> connector(s) -> Redis -> persist -> ClickHouse, measured.
 
-Runs everything as real processes on an isolated temp data dir (embedded Redis and ClickHouse),
+Runs everything as real processes on an isolated temp data dir (embedded Redis, the local
+ClickHouse server),
 offers `--rate` trades/s for `--duration` s, waits until the pipeline has drained, then reports:
 offered and persisted ticks/s, ticks lost and duplicated against the simulator's ground truth,
-CPU seconds per tick of the ingest and persist processes, and p50/p99 latency from trade time
+CPU seconds per tick of the ingest, persist and ClickHouse server processes, the peak RSS of each
+kind of process (``peak_rss_mb``), and p50/p99 latency from trade time
 to Redis (entry append time) and to ClickHouse (insert time), per venue and in total.
 """
 
@@ -74,6 +76,37 @@ class _RedisLatencyProbe(threading.Thread):
                     if t:
                         ms = int(eid.split(b"-")[0]) * 1000
                         out.extend(ms - row[0] for row in orjson.loads(t))
+
+
+class _PeakRss(threading.Thread):
+    """Samples the RSS of each process every 0.25 s; peak per role (ingest: the largest connector)."""
+
+    def __init__(self, pids: dict[str, int], stop: threading.Event):
+        super().__init__(daemon=True)
+        self.pids = pids
+        self.stop = stop
+        self.peak: dict[str, int] = {}
+
+    def run(self) -> None:
+        procs = {}
+        for name, pid in self.pids.items():
+            try:
+                procs[name] = psutil.Process(pid)
+            except psutil.Error:
+                pass
+        while True:
+            for name, p in procs.items():
+                role = name.split("-", 1)[0]
+                try:
+                    rss = p.memory_info().rss
+                except psutil.Error:
+                    continue
+                self.peak[role] = max(self.peak.get(role, 0), rss)
+            if self.stop.wait(0.25):
+                return
+
+    def mb(self) -> dict[str, int]:
+        return {k: v >> 20 for k, v in sorted(self.peak.items())}
 
 
 def _proc(args: list[str], env: dict, log: Path) -> subprocess.Popen:
@@ -158,7 +191,9 @@ def run_bench(venues: list[str], rate: float, duration: float, symbols_per_venue
             time.sleep(0.1)
         probe = _RedisLatencyProbe(redis.url, stop_probe)
         probe.start()
-        cpu0 = {n: _cpu(p) for n, p in procs.items()}
+        rss = _PeakRss({**{n: p.pid for n, p in procs.items()}, "clickhouse": chs.proc.pid}, stop_probe)
+        rss.start()
+        cpu0 = {n: _cpu(p) for n, p in {**procs, "clickhouse": chs.proc}.items()}
         echo(f"bench: {len(venues)} venue(s) x {len(symbols)} symbols, {rate:.0f} trades/s offered for {duration:.0f}s")
         t_start = now_us()
         for v in venues:
@@ -181,13 +216,13 @@ def run_bench(venues: list[str], rate: float, duration: float, symbols_per_venue
             if persisted >= expected and holes == 0:
                 break
             time.sleep(0.5)
-        cpu1 = {n: _cpu(p) for n, p in procs.items()}
+        cpu1 = {n: _cpu(p) for n, p in {**procs, "clickhouse": chs.proc}.items()}
         stop_probe.set()
         probe.join(5)
         result = _measure(ch, truth, venues, cpu0, cpu1, probe.lat, t_start, t_end, stats)
         result.update({"venues": venues, "symbols": symbols, "rate_offered_cfg": rate, "duration_s": duration,
                        "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]},
-                       "workdir": str(work)})
+                       "workdir": str(work), "peak_rss_mb": rss.mb()})
         return result
     finally:
         stop_probe.set()
@@ -280,6 +315,7 @@ def _measure(ch: ClickHouse, truth: dict, venues: list[str], cpu0: dict, cpu1: d
                         "latency_ms_to_redis": {"p50": p50r, "p99": p99r},
                         "latency_ms_to_clickhouse": {"p50": lat[0] / 1000, "p99": lat[1] / 1000}}
     persist_cpu = sum(cpu1[n] - cpu0.get(n, 0) for n in cpu1 if n.startswith("persist"))
+    clickhouse_cpu = cpu1.get("clickhouse", 0) - cpu0.get("clickhouse", 0)
     sim_cpu = cpu1.get("simulator", 0) - cpu0.get("simulator", 0)
     all_redis = [x for v in redis_lat.values() for x in v]
     p50r, p99r = _quantiles(all_redis)
@@ -296,6 +332,8 @@ def _measure(ch: ClickHouse, truth: dict, venues: list[str], cpu0: dict, cpu1: d
         "ingest_cpu_us_per_tick": round(ingest_cpu_total / max(1, len(offered)) * 1e6, 2),
         "persist_cpu_s": round(persist_cpu, 3),
         "persist_cpu_us_per_tick": round(persist_cpu / max(1, len(offered)) * 1e6, 2),
+        "clickhouse_cpu_s": round(clickhouse_cpu, 3),
+        "clickhouse_cpu_us_per_tick": round(clickhouse_cpu / max(1, len(offered)) * 1e6, 2),
         "simulator_cpu_s": round(sim_cpu, 3),
         "latency_ms_to_redis": {"p50": p50r, "p99": p99r},
         "latency_ms_to_clickhouse": {"p50": ch_all[0] / 1000, "p99": ch_all[1] / 1000},
@@ -324,7 +362,9 @@ def main(argv: list[str] | None = None) -> int:
           f"(duplicate rows awaiting merge: {res['duplicate_rows_before_merge']})")
     print(f"cpu        ingest {res['ingest_cpu_us_per_tick']} us/tick ({res['ingest_cpu_s']} s), "
           f"persist {res['persist_cpu_us_per_tick']} us/tick ({res['persist_cpu_s']} s), "
+          f"ClickHouse server {res['clickhouse_cpu_us_per_tick']} us/tick ({res['clickhouse_cpu_s']} s), "
           f"simulator {res['simulator_cpu_s']} s")
+    print(f"peak RSS   {', '.join(f'{k} {v} MB' for k, v in res['peak_rss_mb'].items())}")
     print(f"latency    to Redis p50 {res['latency_ms_to_redis']['p50']:.1f} ms p99 {res['latency_ms_to_redis']['p99']:.1f} ms;"
           f" to ClickHouse p50 {res['latency_ms_to_clickhouse']['p50']:.1f} ms p99 {res['latency_ms_to_clickhouse']['p99']:.1f} ms")
     for v, pv in res["per_venue"].items():

@@ -296,6 +296,7 @@ def _tail(path: Path, n: int = 20) -> str:
 
 def up(config_path: str | None, *, dagster: bool = True, dagster_port: int = 3000) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)      # readiness polls are not news
     p = Platform(config_path, dagster=dagster, dagster_port=dagster_port)
     prev = {s: signal.signal(s, lambda *_: p.stop_event.set()) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
