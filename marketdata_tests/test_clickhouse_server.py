@@ -274,3 +274,27 @@ def test_cluster_variant_of_every_statement_parses_and_is_replicated(clickhouse)
                 assert "ENGINE = ReplicatedReplacingMergeTree('/clickhouse/tables/{shard}/marketdata/" in formatted
                 assert "non_replicated_deduplication_window" not in formatted
     assert n >= 7
+
+
+def test_a_dagster_run_on_a_password_protected_server_stores_no_secret(tmp_path, monkeypatch):
+    import dagster as dg
+
+    from marketdata.definitions import defs
+    from marketdata.defs.bars.assets import bars_1m
+
+    secret = "dagster-never-sees-Pw-4411"
+    env = dict(os.environ, MARKETDATA_CLICKHOUSE_PASSWORD=secret)
+    with LocalClickHouse(tmp_path / "ch", publish_url=False, env=env) as srv:
+        monkeypatch.setenv("MARKETDATA_CLICKHOUSE_PASSWORD", secret)
+        monkeypatch.setenv("MARKETDATA_CLICKHOUSE_URL", srv.url)
+        monkeypatch.setenv("MARKETDATA_HOME", str(tmp_path / "home"))
+        monkeypatch.setenv("MARKETDATA_CONFIG", str(tmp_path / "absent.yaml"))
+        fresh_store(srv.url).close()
+        home = tmp_path / "dagster"
+        home.mkdir()
+        with dg.DagsterInstance.local_temp(str(home)) as instance:
+            result = dg.materialize([bars_1m], resources=defs.resources, instance=instance,
+                                    partition_key="2026-03-01-09:00")
+            assert result.success
+        stored = [p for p in home.rglob("*") if p.is_file()]
+        assert stored and not [p for p in stored if secret.encode() in p.read_bytes()]
