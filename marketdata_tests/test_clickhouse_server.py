@@ -298,3 +298,18 @@ def test_a_dagster_run_on_a_password_protected_server_stores_no_secret(tmp_path,
             assert result.success
         stored = [p for p in home.rglob("*") if p.is_file()]
         assert stored and not [p for p in stored if secret.encode() in p.read_bytes()]
+
+
+def test_long_queries_and_parameters_sent_as_a_form(scratch):
+    """clickhouse-connect moves a long query and its parameters into a multipart form body."""
+    names = [f"n{i:05d}" for i in range(5000)]
+    scratch.raw_insert("scratch.t", ["a", "b"], fmt="JSONEachRow",
+                       insert_block=b'{"a":1,"b":"n00042"}\n{"a":2,"b":"zz"}\n')
+    got = scratch.query("SELECT a FROM scratch.t WHERE b IN {names:Array(String)} -- " + "x" * 20000,
+                        parameters={"names": names}).result_rows
+    assert got == [(1,)]
+
+
+def test_long_urls_are_accepted(clickhouse_server):
+    r = httpx.get(clickhouse_server.url + "/", params={"query": "SELECT length({s:String})", "param_s": "y" * 50_000})
+    assert r.status_code == 200 and r.text == "50000\n"

@@ -30,6 +30,7 @@ import os
 import shutil
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -218,6 +219,43 @@ def run_backfill_daemon(start_us: int, end_us: int, work: Path, log=print) -> tu
         svc.stop()
 
 
+class _InsertProbe(threading.Thread):
+    """Inserts 1,000 ticks every 100 ms, as the persist worker does, while the backfill runs, and
+    records each insert's latency: what a long bars build costs the live path."""
+
+    def __init__(self, url: str):
+        super().__init__(daemon=True)
+        self.url = url
+        self.stop = threading.Event()
+        self.latency_ms: list[float] = []
+
+    def run(self) -> None:
+        from ..storage.clickhouse import ClickHouse, insert_json_rows
+        ch = ClickHouse(self.url)
+        c = ch.client()
+        n = 0
+        while not self.stop.wait(0.1):
+            base = 1_900_000_000_000_000 + n * 1000
+            rows = b"".join(
+                b'{"exchange":"probe","symbol":"P-USD","trade_id":"%d","ts_us":%d,"open":"1","high":"1",'
+                b'"low":"1","close":"1","volume":"1","trade_count":1,"side":"buy","recv_us":%d,"source":"ws",'
+                b'"event":"trade","version":0,"is_deleted":0}\n' % (n + i, base + i, base + i) for i in range(1000))
+            t0 = time.perf_counter()
+            insert_json_rows(c, "marketdata.ticks", ["exchange", "symbol", "trade_id", "ts_us", "open", "high",
+                                                     "low", "close", "volume", "trade_count", "side", "recv_us",
+                                                     "source", "event", "version", "is_deleted"], rows)
+            self.latency_ms.append((time.perf_counter() - t0) * 1000)
+            n += 1000
+        ch.close()
+
+    def report(self) -> str:
+        v = sorted(self.latency_ms)
+        if not v:
+            return "no inserts"
+        q = lambda x: v[min(len(v) - 1, int(x * len(v)))]  # noqa: E731
+        return f"{len(v)} inserts of 1,000 ticks: p50 {q(0.5):.1f} ms, p99 {q(0.99):.1f} ms, max {v[-1]:.1f} ms"
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="marketdata bench --bars",
                                  description="Backfill bars_1m over 30 days of synthetic ticks through Dagster.")
@@ -234,6 +272,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="launch the backfill through a real dagster-webserver + dagster-daemon (GraphQL "
                          "launchPartitionBackfill, as the UI does; runs as the BackfillPolicy cuts them) "
                          "instead of materialize() in this process")
+    ap.add_argument("--with-inserts", action="store_true",
+                    help="insert 1,000 ticks every 100 ms during the backfill and report their latency")
     ap.add_argument("--dir", default=None, help="work dir, kept; its synthetic ticks are reused when they match "
                                                 "(default: a temp dir, removed afterwards)")
     a = ap.parse_args(argv)
@@ -285,6 +325,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"backfilling bars_1m {format_us(start_us)} .. {format_us(end_us)} {how}: {hours} hourly partitions as "
               f"{runs} run(s) (policy: {policy})")
         res = BenchResult(pairs, ticks, hours, round(gen_s, 3))
+        probe = _InsertProbe(chs.url) if a.with_inserts else None
+        if probe:
+            probe.start()
         if a.daemon:
             res.runs, info = run_backfill_daemon(start_us, end_us, work)
             res.total_s = info["total_s"]
@@ -294,6 +337,10 @@ def main(argv: list[str] | None = None) -> int:
                 t0 = time.monotonic()
                 res.runs = run_backfill(start_us, end_us, instance, per_run)
                 res.total_s = round(time.monotonic() - t0, 3)
+        if probe:
+            probe.stop.set()
+            probe.join(30)
+            print(f"inserts during the backfill: {probe.report()}")
         complete = sum(r.complete_bars for r in res.runs)
         written = sum(r.bars_written for r in res.runs)
         print(f"\nbars_1m backfill of {hours} h x {pairs} pairs = {written:,} bars ({complete:,} complete) "

@@ -479,11 +479,19 @@ class Server:
             return self._error(ServerError(516, "AUTHENTICATION_FAILED",
                                            "default: Authentication failed: password is incorrect, "
                                            "or there is no user with such name."))
-        q = request.query
+        q: dict[str, str] = dict(request.query)
         query_id = q.get("query_id") or str(uuid.uuid4())
+        sql = q.get("query") or ""
         try:
-            body = await request.read() if request.can_read_body else b""
-            body = _decompress(body, request.headers.get("Content-Encoding", ""))
+            if request.content_type in ("multipart/form-data", "application/x-www-form-urlencoded"):
+                # A long query and its parameters as form fields (clickhouse-connect does this
+                # when they would not fit in the URL).
+                form = await request.post()
+                q.update({k: v for k, v in form.items() if isinstance(v, str)})
+                body = b""
+            else:
+                body = await request.read() if request.can_read_body else b""
+                body = _decompress(body, request.headers.get("Content-Encoding", ""))
             sql = q.get("query")
             data: bytes | None = None
             if sql is None:
@@ -504,6 +512,9 @@ class Server:
                                                     session_id=q.get("session_id"),
                                                     session_timeout=q.get("session_timeout")))
         except ServerError as e:
+            # As ClickHouse's own server log does: every failed query, with its code.
+            log.info("query %s failed: code %d (%s): %s | %s", query_id, e.code, e.name,
+                     str(e).splitlines()[0][:300], " ".join(sql.split())[:300])
             return self._error(e)
         except Exception as e:          # anything else is the server's own fault: 500, logged
             log.exception("clickhouse: request failed")
@@ -531,7 +542,9 @@ def serve(data: Path, *, host: str = "127.0.0.1", port: int = 8123, max_memory: 
     server = Server(engine, password=password)
 
     async def main() -> None:
-        runner = web.AppRunner(server.app(), access_log=None, handle_signals=False)
+        # ClickHouse accepts URLs up to 1 MiB (http_max_uri_size); clickhouse-connect sends long ones.
+        runner = web.AppRunner(server.app(), access_log=None, handle_signals=False,
+                               max_line_size=1 << 20, max_field_size=1 << 20)
         await runner.setup()
         site = web.TCPSite(runner, host, port, reuse_address=True)
         await site.start()
