@@ -507,6 +507,9 @@ class BinanceVenue(Venue):
 
         return handler
 
+    def not_found_body(self, request: web.Request) -> Any:
+        return {"code": -1000, "msg": "Not Found"}
+
     def rest_error(self, status: int, retry_after: float | None) -> web.Response:
         if status in (429, 418):
             body = {"code": -1003, "msg": f"Too much request weight used; current limit is {self.weight_limit} "

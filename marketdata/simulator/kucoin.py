@@ -162,6 +162,11 @@ class KucoinVenue(Venue):
         r.add_post("/api/v1/bullet-public", self._rest(self._r_bullet))
         r.add_get("/api/v1/timestamp", self._rest(self._r_timestamp))
         r.add_get("/api/v1/symbols", self._rest(self._r_symbols))
+        r.add_get("/api/v3/currencies", self._rest(self._r_currencies))
+        # Listings a client loads with its markets (ccxt): futures are not simulated, so none are
+        # active; tickers are not simulated either (an empty ticker list).
+        r.add_get("/api/v1/contracts/active", self._rest(lambda rq: []))
+        r.add_get("/api/v1/market/allTickers", self._rest(lambda rq: {"time": self.now_us() // 1000, "ticker": []}))
         r.add_get("/api/v2/symbols", self._rest(self._r_symbols))
         r.add_get("/api/v1/market/histories", self._rest(self._r_histories))
         r.add_get("/api/v1/market/candles", self._rest(self._r_candles))
@@ -516,6 +521,20 @@ class KucoinVenue(Venue):
             base, quote = split_canonical(s)
             out.append(self._symbol(f"{base}-{quote}", base, quote, 1_000_000, 10_000, False))
         return out
+
+    def _r_currencies(self, request: web.Request) -> Any:
+        """``/api/v3/currencies`` (ccxt's load_markets): one chain per currency."""
+        return [{"currency": c, "name": c, "fullName": c, "precision": 8, "confirms": None,
+                 "contractAddress": None, "isMarginEnabled": True, "isDebitEnabled": True,
+                 "chains": [{"chainName": c, "withdrawalMinSize": "0.001", "depositMinSize": "0.0001",
+                             "withdrawFeeRate": "0", "withdrawalMinFee": "0.0005", "isWithdrawEnabled": True,
+                             "isDepositEnabled": True, "confirms": 3, "preConfirms": 1, "contractAddress": "",
+                             "withdrawPrecision": 8, "maxWithdraw": None, "maxDeposit": None, "needTag": False,
+                             "chainId": c.lower()}]}
+                for c in self.currencies()]
+
+    def not_found_body(self, request: web.Request) -> Any:
+        return {"code": "404000", "msg": "Not Found"}
 
     def _r_histories(self, request: web.Request) -> Any:
         si = self._sym(request)
