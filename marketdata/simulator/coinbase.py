@@ -25,8 +25,8 @@ WebSocket (``/`` on the REST port, like ``wss://ws-feed.exchange.coinbase.com``)
   trades before a quiet period learns it from the heartbeat.
 * No server pings (UNCONFIRMED); client pings are answered.  No idle cut.
 
-REST (errors ``{"message": ..}``; unknown product 404 ``NotFound``):
-``/time``; ``/products`` (listed symbols plus ``delisted_symbols``, default ``["UST-USD"]``, with
+REST (errors ``{"message": ..}``; unknown product or path 404 ``NotFound``):
+``/time``; ``/currencies`` (the listed products' currencies, ``details.type`` crypto / fiat); ``/products`` (listed symbols plus ``delisted_symbols``, default ``["UST-USD"]``, with
 ``status: "delisted"``, ``trading_disabled: true``); ``/products/{id}``;
 ``/products/{id}/trades?limit=&after=&before=``: newest first, ``limit`` <= 1000 (default 1000);
 ``after=X`` -> the ``limit`` newest ids below X (the next older page), ``before=X`` -> the

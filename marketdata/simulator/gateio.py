@@ -25,7 +25,10 @@ WebSocket (same port as REST), path ``/ws/v4/`` (``/ws/v4`` too):
   ``idle_timeout``, default 0 = off): a connection that sent no text frame (``spot.ping`` or any
   request) for that long is dropped without a close frame.
 
-REST under ``/api/v4`` (errors: HTTP 4xx ``{"label":..,"message":..}``):
+REST under ``/api/v4`` (errors: HTTP 4xx ``{"label":..,"message":..}``; unknown paths 404
+``NOT_FOUND``): ``/spot/currencies`` (one chain per currency), ``/margin/currency_pairs`` (every
+tradable pair, leverage 3), ``/futures/{settle}/contracts``, ``/delivery/{settle}/contracts`` and
+``/options/underlyings`` (empty: not simulated; ccxt loads them with its markets),
 ``/spot/currency_pairs`` (+ ``/{pair}``; option ``untradable_symbols``, default ``["LUNA-USDT"]``,
 listed with ``trade_status: untradable``), ``/spot/trades?currency_pair=&limit=&last_id=&reverse=
 &from=&to=&page=`` (<= 1000, default 100, rows newest first; ``last_id`` overrides from/to:

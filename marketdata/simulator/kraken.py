@@ -36,7 +36,9 @@ per symbol), JSON-number ``price``/``qty``, RFC 3339 µs ``timestamp``; ``{"chan
 as in v1; ``{"method":"ping"}`` -> ``pong``.  v2 ``book`` is not implemented (error reply).
 
 REST (envelope ``{"error":[],"result":..}``; errors are HTTP 200 with ``error`` strings, except
-injected 429/5xx): ``/0/public/Time``, ``/0/public/SystemStatus``, ``/0/public/AssetPairs`` (plus
+injected 429/5xx; unknown paths 404 ``EGeneral:Unknown method``): ``/0/public/Time``,
+``/0/public/SystemStatus``, ``/0/public/Assets`` (the listed pairs' assets by REST code, ``altname``
+the wsname code: ``XXBT`` -> ``XBT``; ``asset=`` filters), ``/0/public/AssetPairs`` (plus
 a ``.d`` dark-pool entry without ``wsname`` for the first pair, option ``dark_pool``),
 ``/0/public/Trades?pair=&since=&count=`` (rows ``[price, volume, time, side, ordertype, misc,
 trade_id]`` ascending, <= 1000; ``since`` in seconds (< 1e11, inclusive) or nanoseconds (>= 1e17,

@@ -31,7 +31,10 @@ sequence]`` (size ``"0"`` = delete).  ``/api/v1/market/orderbook/level2_20|_100`
 ``/api/v3/market/orderbook/level2``, which needs a ``KC-API-KEY`` header) return ``sequence``.
 
 REST (envelope ``{"code":"200000","data":..}``): ``/api/v1/timestamp``, ``/api/v1/symbols`` and
-``/api/v2/symbols`` (plus a disabled ``BSV-USDT``, option ``disabled_symbols``),
+``/api/v2/symbols`` (plus a disabled ``BSV-USDT``, option ``disabled_symbols``), ``/api/v3/currencies``
+(one chain per currency), ``/api/v1/contracts/active`` (empty: futures are not simulated) and
+``/api/v1/market/allTickers`` (empty ticker list) -- what ccxt's ``load_markets`` calls; unknown paths
+404 ``{"code":"404000","msg":"Not Found"}``,
 ``/api/v1/market/histories?symbol=`` (ONLY the last 100 trades, oldest first, ``sequence``,
 ``price``, ``size``, ``side``, ``time`` ns int; no paging), ``/api/v1/market/candles?type=1min&
 symbol=&startAt=&endAt=`` (seconds, bucket starts inclusive, <= 1500 rows newest first, only
