@@ -33,7 +33,7 @@ SYMBOLS = {"binance": ["BTC-USDT", "ETH-USDT"], "okx": ["BTC-USDT", "ETH-USDT"],
            "bybit": ["BTC-USDT", "ETH-USDT"], "bitfinex": ["BTC-USD", "ETH-USD"], "gateio": ["BTC-USDT", "ETH-USDT"],
            "bitstamp": ["BTC-USD", "SOL-USD"]}
 MIN_TRADES = 15
-WINDOW_S = 40.0
+WINDOW_S = 60.0
 
 
 def cryptofeed_runs(tmp_path_factory):
@@ -43,28 +43,26 @@ def cryptofeed_runs(tmp_path_factory):
     sim = Simulator(SimulatorConfig(venues=list(SYMBOLS), symbols=SYMBOLS, rate=30, ping_interval=5,
                                     ground_truth=tmp / "gt.csv")).start()
     proxy = TlsProxy(cert, key)
-    procs: dict[str, subprocess.Popen] = {}
+    proc = None
     try:
         env = {**os.environ, "SSL_CERT_FILE": str(cert), "REQUESTS_CA_BUNDLE": str(cert)}
         t0 = time.monotonic()
+        specs = {}
         for venue, syms in SYMBOLS.items():
             port = proxy.front(int(sim.endpoints[venue]["rest"].rsplit(":", 1)[1]))
-            spec = {"exchange": FEEDS[venue], "rest": f"https://127.0.0.1:{port}", "ws": f"wss://127.0.0.1:{port}",
-                    "symbols": syms, "min_trades": MIN_TRADES, "timeout": WINDOW_S}
-            procs[venue] = subprocess.Popen([str(py), str(CLIENTS / "cryptofeed_trades.py"), json.dumps(spec)],
-                                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-        out = {}
-        for venue, p in procs.items():
-            stdout, stderr = p.communicate(timeout=WINDOW_S + 60)
-            out[venue] = ([json.loads(line) for line in stdout.splitlines() if line.startswith("{")], stderr,
-                          p.returncode)
-        print(f"cryptofeed tier: {len(procs)} feeds in {time.monotonic() - t0:.1f}s wall")
-        return {v: (*out[v], {s: sim.trades(v, s) for s in SYMBOLS[v]}) for v in SYMBOLS}
+            specs[venue] = {"exchange": FEEDS[venue], "rest": f"https://127.0.0.1:{port}",
+                            "ws": f"wss://127.0.0.1:{port}", "symbols": syms, "min_trades": MIN_TRADES}
+        proc = subprocess.Popen([str(py), str(CLIENTS / "cryptofeed_trades.py"), json.dumps(specs), str(WINDOW_S)],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+        stdout, stderr = proc.communicate(timeout=WINDOW_S + 120)
+        lines = [json.loads(line) for line in stdout.splitlines() if line.startswith("{")]
+        print(f"cryptofeed tier: {len(specs)} feeds in {time.monotonic() - t0:.1f}s wall")
+        return {v: ([x for x in lines if x["venue"] == v], stderr, proc.returncode,
+                    {s: sim.trades(v, s) for s in syms}) for v, syms in SYMBOLS.items()}
     finally:
-        for p in procs.values():       # a client that overran its window
-            if p.poll() is None:
-                p.kill()
-                p.wait()
+        if proc is not None and proc.poll() is None:     # the client overran its window
+            proc.kill()
+            proc.wait()
         proxy.close()
         sim.stop()
 
@@ -88,6 +86,8 @@ def fill_ids(venue: str, trade: dict) -> list[str] | None:
 def check_venue(venue: str, run) -> None:
     lines, stderr, rc, tapes = run
     assert rc == 0, stderr[-3000:]
+    errors = [x["error"] for x in lines if "error" in x]
+    assert not errors, errors[0]
     markets = next(line["markets"] for line in lines if "markets" in line)
     assert set(SYMBOLS[venue]) <= set(markets), markets
     done = next(line["done"] for line in lines if "done" in line)
