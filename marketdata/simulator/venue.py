@@ -221,9 +221,10 @@ class Venue:
     def venue_stats(self) -> dict[str, Any]:
         return {}
 
-    def not_found(self, request: web.Request) -> web.Response:
-        """An unknown path, in the venue's own JSON error shape (venues override the body)."""
-        return web.json_response(self.not_found_body(request), status=404)
+    def not_found(self, request: web.Request, status: int = 404) -> web.Response:
+        """An unknown path (404) or method (405), in the venue's own JSON error shape (venues
+        override the body)."""
+        return web.json_response(self.not_found_body(request), status=status)
 
     def not_found_body(self, request: web.Request) -> Any:
         return {"code": 404, "msg": "Not Found"}
@@ -601,8 +602,8 @@ class Venue:
                 return early
             try:
                 response = await handler(request)
-            except (web.HTTPNotFound, web.HTTPMethodNotAllowed):
-                return venue.not_found(request)
+            except (web.HTTPNotFound, web.HTTPMethodNotAllowed) as e:
+                return venue.not_found(request, e.status)
             venue.rest_after(request, response)
             return response
 
