@@ -106,6 +106,14 @@ class Platform:
         data = settings.data_dir()
         logs = data / "logs"
         cfg: Config = load_config(self.config_path, resolve_endpoints=False)
+        # The simulator generates what it is asked for, so it is asked for listed symbols only
+        # (`--listed-only`): a symbol the venue would not list fails here, like any config
+        # mistake, before anything runs.
+        from .simulator.listings import unlisted, unlisted_message
+        for v in cfg.venues.values():
+            bad = unlisted(v.name, v.symbols) if v.endpoints == "simulator" and not v.ws_url else []
+            if bad:
+                raise ConfigError(unlisted_message(v.name, bad))
         if not os.environ.get("MARKETDATA_REDIS_URL"):
             self.redis = EmbeddedRedis().start()
             log.info("embedded redis-server on %s (data %s)", self.redis.url, self.redis.dir)
@@ -122,7 +130,7 @@ class Platform:
             eps = simulator_endpoints_file()
             eps.unlink(missing_ok=True)
             sc = cfg.simulator
-            argv = self._cmd("simulate", "--venues", ",".join(sim_venues),
+            argv = self._cmd("simulate", "--venues", ",".join(sim_venues), "--listed-only",
                              "--rate", str(sc.rate), "--seed", str(sc.seed), "--speed", str(sc.speed),
                              "--ping-interval", str(sc.ping_interval), "--pong-timeout", str(sc.pong_timeout),
                              "--endpoints-file", str(eps),

@@ -106,6 +106,7 @@ class VenueConnector:
         self.by_venue_symbol: dict[str, str] = {}
         self.malformed = 0
         self.unknown_symbols = 0
+        self.instruments_checked = True      # False: offline start, symbols not checked (load_instruments)
         self.venue_errors = 0
         self.reconnects = 0
         self.rotations = 0
@@ -126,9 +127,25 @@ class VenueConnector:
         return await self.rest_client.call(req)
 
     async def load_instruments(self) -> None:
-        """Map configured canonical symbols to the venue's; an unknown symbol fails the start."""
-        body = await self.rest(self.mod.instruments_request())
-        listed = {i.symbol: i.venue_symbol for i in self.mod.parse_instruments(body)}
+        """Map configured canonical symbols to the venue's; an unknown symbol fails the start.
+
+        Offline mode: when the instruments endpoint cannot be reached at all (network errors or
+        5xx on every attempt), the connector says so and goes on with venue symbols derived from
+        the canonical names (the venue module's `to_venue_symbol`), unchecked; health shows
+        `instruments_checked: 0`. A venue that answers and does not list a symbol still fails."""
+        try:
+            body = await self.rest(self.mod.instruments_request())
+        except RestError as e:
+            if not e.unreachable:
+                raise
+            log.warning("%s: OFFLINE: cannot reach the venue's instruments list (%s); the configured symbols "
+                        "%s are NOT checked against the venue and go on as %s", self.name, e,
+                        ", ".join(self.cfg.symbols), ", ".join(self.mod.to_venue_symbol(s) for s in self.cfg.symbols))
+            self.instruments_checked = False
+            self.last_error = f"instruments not checked (offline): {e}"
+            listed = {s: self.mod.to_venue_symbol(s) for s in self.cfg.symbols}
+        else:
+            listed = {i.symbol: i.venue_symbol for i in self.mod.parse_instruments(body)}
         missing = [s for s in self.cfg.symbols if s not in listed]
         if missing:
             sample = ", ".join(sorted(listed)[:12])
@@ -580,6 +597,7 @@ class VenueConnector:
             "covered_to_us": min((s.covered_to or 0 for s in seqs), default=0),
             "redis_failures": self.publisher.failures if self.publisher else 0,
             "silent_symbols": ",".join(sorted(self._silence.silent)) if self._silence else "",
+            "instruments_checked": int(self.instruments_checked),
             "last_error": self.last_error[:300],
         }
 

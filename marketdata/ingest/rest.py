@@ -18,7 +18,12 @@ log = logging.getLogger("marketdata.rest")
 
 
 class RestError(RuntimeError):
-    pass
+    """A REST call that failed. `unreachable`: the venue never answered usefully (network errors
+    or 5xx on every attempt), as opposed to refusing the request (4xx)."""
+
+    def __init__(self, msg: str, *, unreachable: bool = False) -> None:
+        super().__init__(msg)
+        self.unreachable = unreachable
 
 
 class VenueRest:
@@ -55,7 +60,7 @@ class VenueRest:
                 if r.status_code < 500:
                     raise RestError(f"{self.name} REST {req.path}: {last}")
             await asyncio.sleep(backoff.next_delay())
-        raise RestError(f"{self.name} REST {req.path} failed {self.attempts} times: {last}")
+        raise RestError(f"{self.name} REST {req.path} failed {self.attempts} times: {last}", unreachable=True)
 
     async def aclose(self) -> None:
         await self.http.aclose()

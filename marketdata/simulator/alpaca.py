@@ -513,6 +513,9 @@ class AlpacaVenue(Venue):
 
         return handler
 
+    def not_found_body(self, request: web.Request) -> Any:
+        return {"message": "endpoint not found"}
+
     def rest_error(self, status: int, retry_after: float | None) -> web.Response:
         msg = "too many requests." if status == 429 else "internal server error occurred"
         headers = {"Retry-After": str(max(0, int(round(retry_after))))} if retry_after is not None else {}

@@ -161,6 +161,11 @@ class BinanceVenue(Venue):
         r.add_get("/api/v3/aggTrades", self._rest(self._r_agg_trades))
         r.add_get("/api/v3/klines", self._rest(self._r_klines))
         r.add_get("/api/v3/depth", self._rest(self._r_depth))
+        # USD-M and COIN-M futures listings a client loads with its markets (ccxt): futures are not
+        # simulated, so none are listed (the real hosts are fapi/dapi; a client points them here).
+        for path in ("/fapi/v1/exchangeInfo", "/dapi/v1/exchangeInfo"):
+            r.add_get(path, self._rest(lambda rq: {"timezone": "UTC", "serverTime": self.now_us() // 1000,
+                                                   "rateLimits": [], "exchangeFilters": [], "symbols": []}))
 
     # ------------------------------------------------------------------ WebSocket
     async def _h_ws_raw(self, request: web.Request) -> web.StreamResponse:
@@ -506,6 +511,9 @@ class BinanceVenue(Venue):
             return web.Response(body=orjson.dumps(body), content_type="application/json")
 
         return handler
+
+    def not_found_body(self, request: web.Request) -> Any:
+        return {"code": -1000, "msg": "Not Found"}
 
     def rest_error(self, status: int, retry_after: float | None) -> web.Response:
         if status in (429, 418):

@@ -49,8 +49,13 @@ with a ``notice`` ``code`` 20061; every open connection then gets the 20061 info
 being generated (the tape, REST history and ground truth have them).
 
 REST (errors ``["error",code,"msg"]``): ``/v2/platform/status`` -> ``[1]``;
-``/v2/conf/pub:list:pair:exchange`` -> ``[["BTCUSD","BTCUST",..]]``, ``pub:list:currency``,
-``pub:map:currency:sym`` (``[[["UST","USDT"],..]]``); ``/v2/trades/{sym}/hist?limit=&start=&end=
+``/v2/conf/{keys}``: one or several comma-joined keys (ccxt sends them so), answered with one list
+element per key: ``pub:list:pair:exchange`` -> ``[["BTCUSD","BTCUST",..]]``, ``pub:list:pair:margin``
+(every simulated pair), ``pub:info:pair`` (``[PAIR,[.,.,.,MIN_SIZE,MAX_SIZE,..]]``),
+``pub:list:pair:futures`` / ``:securities`` / ``pub:info:pair:futures`` (empty: not simulated),
+``pub:list:currency`` (+ ``:margin``), the currency maps ``pub:map:currency:sym``
+(``[[["UST","USDT"],..]]``), ``:label``, ``:unit``, ``:undl``, ``:pool``, ``:explorer``,
+``:tx:fee``, ``pub:map:tx:method``, ``pub:info:tx:status``; an unknown key -> 500 ``["error",10020,..]``; ``/v2/trades/{sym}/hist?limit=&start=&end=
 &sort=`` rows ``[ID,MTS,AMOUNT,PRICE]``, limit default 125, max 10000, ``start``/``end`` ms
 inclusive, ``sort`` -1 newest first (default) / 1 oldest first, ties in a ms by id;
 ``/v2/candles/trade:{tf}:{sym}/hist|last`` rows ``[MTS,OPEN,CLOSE,HIGH,LOW,VOLUME]`` (O,C,H,L order),
@@ -87,6 +92,11 @@ from .venue import SliceInfo, Venue, VenueRestError, decimals_of, fmt_units, str
 SEQ_ALL = 65536
 TIMESTAMP = 32768
 _TO_BFX = {"USDT": "UST", "USDC": "UDC", "BCH": "BCHN"}
+# pub:map:currency:label and pub:map:tx:method entries for the common currencies; others use the ticker
+_LABELS = {"BTC": "Bitcoin", "ETH": "Ethereum", "UST": "Tether USDt", "UDC": "USD Coin", "USD": "US Dollar",
+           "SOL": "Solana", "DOGE": "Dogecoin", "XRP": "Ripple", "LTC": "Litecoin", "EUR": "Euro"}
+_METHODS = {"BTC": "BITCOIN", "ETH": "ETHEREUM", "UST": "TETHERUSE", "UDC": "UDC", "SOL": "SOL",
+            "DOGE": "DOGE", "XRP": "XRP", "LTC": "LITECOIN"}
 _ID_BASE = 1_400_000_000
 _ID_JUMPS = 3
 _TIMEFRAMES = {"1m": 60, "5m": 300, "15m": 900, "30m": 1800, "1h": 3600, "3h": 10800, "6h": 21600,
@@ -454,6 +464,9 @@ class BitfinexVenue(Venue):
             return web.Response(body=orjson.dumps(body), content_type="application/json")
         return handler
 
+    def not_found_body(self, request: web.Request) -> Any:
+        return ["error", 10020, "not found"]
+
     def rest_error(self, status: int, retry_after: float | None) -> web.Response:
         code, msg = (11010, "ratelimit: error") if status == 429 else (10020, "simulated failure")
         resp = self._error_response(code, msg, status)
@@ -483,18 +496,49 @@ class BitfinexVenue(Venue):
     def _r_status(self, request: web.Request) -> Any:
         return [0 if self.maintenance else 1]
 
-    def _r_conf(self, request: web.Request) -> Any:
-        key = request.match_info["key"]
-        if key == "pub:list:pair:exchange":
-            return [sorted(self._pairs)]
-        if key == "pub:list:currency":
-            ccys = set()
-            for p in self._pairs:
-                ccys.update(p.split(":") if ":" in p else (p[:3], p[3:]))
-            return [sorted(ccys)]
+    def _currencies(self) -> list[str]:
+        ccys: set[str] = set()
+        for p in self._pairs:
+            ccys.update(p.split(":") if ":" in p else (p[:3], p[3:]))
+        return sorted(ccys)
+
+    def _conf_value(self, key: str, si_lot: dict[str, int]) -> Any:
+        """One configuration key's value (the element the real venue puts in the answer's list)."""
+        ccys = self._currencies()
+        if key in ("pub:list:pair:exchange", "pub:list:pair:margin"):
+            return sorted(self._pairs)          # every simulated pair is margin-enabled
+        if key == "pub:info:pair":
+            # [PAIR, [_, _, _, MIN_ORDER_SIZE, MAX_ORDER_SIZE, _, _, _, INITIAL_MARGIN, MIN_MARGIN]]
+            return [[p, [None, None, None, strip_zeros(fmt_units(si_lot[p])), "2000.0", None, None, None,
+                         0.2, 0.1]] for p in sorted(self._pairs)]
+        if key in ("pub:list:pair:futures", "pub:list:pair:securities", "pub:info:pair:futures",
+                   "pub:map:currency:undl", "pub:map:currency:unit"):
+            return []                           # futures and securities are not simulated
+        if key in ("pub:list:currency", "pub:list:currency:margin"):
+            return ccys
         if key == "pub:map:currency:sym":
-            return [[[v, k] for k, v in sorted(_TO_BFX.items())]]
+            return [[v, k] for k, v in sorted(_TO_BFX.items())]
+        if key == "pub:map:currency:label":
+            return [[c, _LABELS.get(c, c)] for c in ccys]
+        if key == "pub:map:currency:pool":
+            return [[c, "ETH"] for c in ccys if c in ("UST", "UDC")]
+        if key == "pub:map:currency:explorer":
+            return [[c, [f"https://explorer.example/{c.lower()}", f"https://explorer.example/{c.lower()}/address/VAL",
+                         f"https://explorer.example/{c.lower()}/tx/VAL"]] for c in ccys if c != "USD"]
+        if key == "pub:map:currency:tx:fee":
+            return [[c, [0, 0.0004]] for c in ccys if c != "USD"]
+        if key == "pub:map:tx:method":
+            return [[_METHODS.get(c, c), [c]] for c in ccys if c != "USD"]
+        if key == "pub:info:tx:status":
+            # [METHOD, _, DEPOSIT (1 = active), WITHDRAWAL (1 = active), _, ...]
+            return [[_METHODS.get(c, c), 1, 1, None, None, None, None, 0, 0, None, None, 0] for c in ccys if c != "USD"]
         raise BitfinexError(10020, "conf: invalid key", 500)
+
+    def _r_conf(self, request: web.Request) -> Any:
+        # Like the real venue: several comma-joined keys in one request, one list element per key.
+        keys = request.match_info["key"].split(",")
+        lots = {p: self.specs[si].lot_units for si, p in enumerate(self._pairs)}
+        return [self._conf_value(k, lots) for k in keys]
 
     def _r_trades(self, request: web.Request) -> Any:
         si = self._symbol(request.match_info["symbol"])

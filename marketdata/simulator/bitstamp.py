@@ -15,7 +15,9 @@ WebSocket (same port as REST), path ``/``:
   ``bts:unsubscription_succeeded``.
 * Trades: ``{"event":"trade","channel":"live_trades_btcusd","data":{"id":N,"id_str":"N",
   "timestamp":"s","amount":f,"amount_str":"0.00280000","price":f,"price_str":"38416","type":0|1,
-  "microtimestamp":"µs","buy_order_id":..,"sell_order_id":..}}``.  Ids start above 2^53
+  "microtimestamp":"µs","buy_order_id":..,"sell_order_id":..}}``.  Ids are per pair, as on the
+  real venue: the legacy pairs (``LEGACY_PAIRS``: btcusd, ethusd, btceur, ...) have small ids
+  (``legacy_id_range``, a few hundred million); every newer market's ids start above 2^53
   (``id_range``): ``id_str`` is exact, the number ``id`` is what a double-precision encoder
   prints (rounded to a multiple of 2), so a client reading ``id`` corrupts and merges trades.
   ``type`` 0 = taker buy, 1 = taker sell; the taker's order id is the larger one.
@@ -25,7 +27,9 @@ WebSocket (same port as REST), path ``/``:
   ``idle_timeout``, s without a client text frame -> TCP reset; 0 = off).  ``max_lifetime`` (the
   90-day age) closes with 1000.
 
-REST: ``/api/v2/trading-pairs-info/`` (option ``disabled_symbols``, default ``["LUNA-USD"]``,
+REST: ``/api/v2/markets/`` (ccxt's source of markets: ``name``, ``market_symbol``,
+``base_currency``, ``counter_currency``, decimals, ``trading``, ``market_type: SPOT``; the same pairs
+as trading-pairs-info), ``/api/v2/trading-pairs-info/`` (option ``disabled_symbols``, default ``["LUNA-USD"]``,
 listed with ``trading: Disabled``; option ``quiet_symbols``: pairs listed as Enabled that never
 trade), ``/api/v2/transactions/{pair}/?time=minute|hour|day`` (default hour; the trades of that
 window up to now, newest first, all strings: ``date`` s, ``tid``, ``amount``, ``price``, ``type``;
@@ -61,6 +65,11 @@ _CHANNEL = re.compile(r"^(live_trades|live_orders|order_book|detail_order_book|d
 _PAIR = re.compile(r"^[a-z0-9]+(-perp)?$")
 _WINDOWS = {"minute": 60, "hour": 3600, "day": 86400}
 FRAME_LIMIT = 512
+#: pairs whose trade ids are small, as on the real venue (listed before its ids passed 2^53); every
+#: other pair's ids start above 2^53
+LEGACY_PAIRS = frozenset({"BTC-USD", "BTC-EUR", "BTC-GBP", "ETH-USD", "ETH-EUR", "ETH-BTC", "ETH-GBP",
+                          "XRP-USD", "XRP-EUR", "XRP-BTC", "LTC-USD", "LTC-EUR", "LTC-BTC", "BCH-USD",
+                          "BCH-EUR", "BCH-BTC", "EUR-USD", "GBP-USD"})
 
 
 class BitstampError(VenueRestError):
@@ -78,8 +87,12 @@ class _BState:
 class BitstampVenue(Venue):
     name = "bitstamp"
     ts_quantum_us = 1
-    id_range = (2 ** 53 + 1_000_000, 2 ** 53 + 4_000_000_000)
+    id_range = (2 ** 53 + 1_000_000, 2 ** 53 + 4_000_000_000)      # newer markets
+    legacy_id_range = (200_000_000, 450_000_000)                    # the legacy pairs
     server_pings = True
+
+    def id_range_for(self, symbol: str) -> tuple[int, int]:
+        return self.legacy_id_range if symbol in LEGACY_PAIRS else self.id_range
 
     def __init__(self, sim, symbols, rate, options) -> None:
         super().__init__(sim, symbols, rate, options)
@@ -111,6 +124,7 @@ class BitstampVenue(Venue):
         r = app.router
         r.add_get("/", self._h_ws)
         r.add_get("/api/v2/trading-pairs-info/", self._rest(self._r_pairs))
+        r.add_get("/api/v2/markets/", self._rest(self._r_markets))
         r.add_get("/api/v2/transactions/{pair}/", self._rest(self._r_transactions))
         r.add_get("/api/v2/ohlc/{pair}/", self._rest(self._r_ohlc))
 
@@ -274,6 +288,9 @@ class BitstampVenue(Venue):
             return web.Response(body=orjson.dumps(data), content_type="application/json")
         return handler
 
+    def not_found_body(self, request: web.Request) -> Any:
+        return {"status": "error", "reason": "Not Found", "code": "404.000"}
+
     def rest_error(self, status: int, retry_after: float | None) -> web.Response:
         code = "400.002" if status == 429 else f"{status}.000"
         headers = {"Retry-After": str(max(0, int(round(retry_after))))} if retry_after is not None else {}
@@ -301,6 +318,19 @@ class BitstampVenue(Venue):
         out = [self._pair_row(sp.base, sp.quote, self._pdec[si], "Enabled") for si, sp in enumerate(self.specs)]
         out += [self._pair_row(*split_canonical(s), 2, "Enabled") for s in self.quiet]
         out += [self._pair_row(*split_canonical(s), 2, "Disabled") for s in self.disabled]
+        return out
+
+    def _r_markets(self, request: web.Request) -> Any:
+        """``/api/v2/markets/``: the pairs of trading-pairs-info in the newer shape."""
+        out = []
+        for row in self._r_pairs(request):
+            base, quote = row["name"].split("/")
+            out.append({"name": row["name"], "market_symbol": row["url_symbol"], "base_currency": base,
+                        "base_decimals": row["base_decimals"], "counter_currency": quote,
+                        "counter_decimals": row["counter_decimals"], "minimum_order_value": "10",
+                        "trading": row["trading"], "instant_order_counter_decimals": row["counter_decimals"],
+                        "instant_and_market_orders": row["instant_and_market_orders"],
+                        "description": row["description"], "market_type": "SPOT"})
         return out
 
     def _r_transactions(self, request: web.Request) -> Any:

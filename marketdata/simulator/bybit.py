@@ -32,7 +32,9 @@ sizes with the lot decimals (``"0.00140"``).
 REST (envelope ``{"retCode":0,"retMsg":"OK","result":{..},"retExtInfo":{},"time":ms}``; errors
 are HTTP 200 with ``retCode != 0``): ``/v5/market/time``,
 ``/v5/market/instruments-info?category=spot[&symbol=]`` (``symbol``, ``baseCoin``, ``quoteCoin``,
-``status`` ``Trading``; plus ``closed_symbols`` listed with status ``Closed``),
+``status`` ``Trading``; plus ``closed_symbols`` listed with status ``Closed``; ``linear``,
+``inverse`` and ``option`` are answered like the real venue's, with an empty ``list``, since
+clients such as ccxt and cryptofeed load every category),
 ``/v5/market/recent-trade?category=spot&symbol=&limit=`` (ONLY the last ``recent_trades`` (60)
 trades, newest first, limit 1..60, no time or id parameters; ``time``/``seq`` are strings),
 ``/v5/market/kline?category=spot&symbol=&interval=1&start=&end=&limit=`` (ms, bucket starts in
@@ -84,6 +86,10 @@ class _BState:
         self.conn_tag = conn_tag
         self.trades: list[int] = []   # subscribed symbol indices
         self.last_ping = time.monotonic()
+
+
+#: the categories the real venue's instruments-info serves (only spot is simulated)
+ALL_CATEGORIES = ("spot", "linear", "inverse", "option")
 
 
 class BybitVenue(Venue):
@@ -290,6 +296,9 @@ class BybitVenue(Venue):
 
         return handler
 
+    def not_found_body(self, request: web.Request) -> Any:
+        return {"retCode": 10001, "retMsg": "Not Found", "result": {}, "retExtInfo": {}, "time": self.now_us() // 1000}
+
     def rest_error(self, status: int, retry_after: float | None) -> web.Response:
         if status in (403, 429):
             code, msg = 10006, "Too many visits!"
@@ -304,12 +313,13 @@ class BybitVenue(Venue):
     def bad_param(self, name: str) -> Exception:
         return BybitError(10001, f"params error: {name} invalid", 200)
 
-    def _category(self, request: web.Request) -> None:
+    def _category(self, request: web.Request, served: tuple[str, ...] = ("spot",)) -> str:
         cat = request.query.get("category")
         if not cat:
             raise BybitError(10001, "params error: Category is required", 200)
-        if cat != "spot":
+        if cat not in served:
             raise BybitError(10001, "params error: Category is invalid", 200)
+        return cat
 
     def _sym(self, request: web.Request) -> int:
         self._category(request)
@@ -338,7 +348,10 @@ class BybitVenue(Venue):
         }
 
     def _r_instruments(self, request: web.Request) -> Any:
-        self._category(request)
+        # The real venue serves every category; this one lists spot only, the others are empty.
+        cat = self._category(request, ALL_CATEGORIES)
+        if cat != "spot":
+            return {"category": cat, "list": [], "nextPageCursor": ""}
         out = [self._instrument(sp.base, sp.quote, sp.tick_units, sp.lot_units, "Trading") for sp in self.specs]
         for s in self.closed:
             base, quote = split_canonical(s)

@@ -16,6 +16,7 @@ import sys
 from typing import Any
 
 from .core import Simulator, SimulatorConfig, available_venues, write_endpoints_file
+from .listings import unlisted, unlisted_message
 
 
 def _csv(text: str) -> list[str]:
@@ -62,6 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --paused: simulated time stands at --start until the first resume, so a "
                         "client that is slow to connect still sees the whole run")
     p.add_argument("--no-uvloop", action="store_true", help="use the default asyncio loop")
+    p.add_argument("--listed-only", action="store_true",
+                   help="refuse symbols the modelled venue would not list (listings.py); `up` passes it")
     p.add_argument("--log-level", default="WARNING")
     return p
 
@@ -114,6 +117,11 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     try:
         config = config_from_args(args)
+        if args.listed_only:
+            for v in config.venues:
+                bad = unlisted(v, config.symbols_for(v))
+                if bad:
+                    raise ValueError(unlisted_message(v, bad))
         sim = Simulator(config)
     except ValueError as exc:
         print(f"marketdata simulate: {exc}", file=sys.stderr)

@@ -25,8 +25,8 @@ WebSocket (``/`` on the REST port, like ``wss://ws-feed.exchange.coinbase.com``)
   trades before a quiet period learns it from the heartbeat.
 * No server pings (UNCONFIRMED); client pings are answered.  No idle cut.
 
-REST (errors ``{"message": ..}``; unknown product 404 ``NotFound``):
-``/time``; ``/products`` (listed symbols plus ``delisted_symbols``, default ``["UST-USD"]``, with
+REST (errors ``{"message": ..}``; unknown product or path 404 ``NotFound``):
+``/time``; ``/currencies`` (the listed products' currencies, ``details.type`` crypto / fiat); ``/products`` (listed symbols plus ``delisted_symbols``, default ``["UST-USD"]``, with
 ``status: "delisted"``, ``trading_disabled: true``); ``/products/{id}``;
 ``/products/{id}/trades?limit=&after=&before=``: newest first, ``limit`` <= 1000 (default 1000);
 ``after=X`` -> the ``limit`` newest ids below X (the next older page), ``before=X`` -> the
@@ -169,6 +169,7 @@ class CoinbaseVenue(Venue):
         r.add_get("/", self._h_ws)
         r.add_get("/time", self._rest(self._r_time))
         r.add_get("/products", self._rest(self._r_products))
+        r.add_get("/currencies", self._rest(self._r_currencies))
         r.add_get("/products/{pid}", self._rest(self._r_product))
         r.add_get("/products/{pid}/trades", self._r_trades)
         r.add_get("/products/{pid}/candles", self._rest(self._r_candles))
@@ -461,6 +462,24 @@ class CoinbaseVenue(Venue):
 
     def _r_products(self, request: web.Request) -> Any:
         return self._products()
+
+    def _r_currencies(self, request: web.Request) -> Any:
+        """``/currencies`` (ccxt's load_markets): the currencies of the listed products."""
+        fiat = {"USD", "EUR", "GBP"}
+        out = []
+        for c in self.currencies():
+            kind = "fiat" if c in fiat else "crypto"
+            out.append({"id": c, "name": c, "min_size": "0.01" if kind == "fiat" else "0.00000001",
+                        "status": "online", "message": "", "max_precision": "0.01" if kind == "fiat" else "0.00000001",
+                        "convertible_to": [], "details": {"type": kind, "symbol": "", "network_confirmations": 2,
+                                                          "sort_order": 0, "push_payment_methods": [kind],
+                                                          "min_withdrawal_amount": 0.0001,
+                                                          "max_withdrawal_amount": 1000},
+                        "default_network": c.lower() if kind == "crypto" else "", "supported_networks": []})
+        return out
+
+    def not_found_body(self, request: web.Request) -> Any:
+        return {"message": "NotFound"}
 
     def _r_product(self, request: web.Request) -> Any:
         return self._products()[self._product(request)]

@@ -25,7 +25,10 @@ WebSocket (same port as REST), path ``/ws/v4/`` (``/ws/v4`` too):
   ``idle_timeout``, default 0 = off): a connection that sent no text frame (``spot.ping`` or any
   request) for that long is dropped without a close frame.
 
-REST under ``/api/v4`` (errors: HTTP 4xx ``{"label":..,"message":..}``):
+REST under ``/api/v4`` (errors: HTTP 4xx ``{"label":..,"message":..}``; unknown paths 404
+``NOT_FOUND``): ``/spot/currencies`` (one chain per currency), ``/margin/currency_pairs`` (every
+tradable pair, leverage 3), ``/futures/{settle}/contracts``, ``/delivery/{settle}/contracts`` and
+``/options/underlyings`` (empty: not simulated; ccxt loads them with its markets),
 ``/spot/currency_pairs`` (+ ``/{pair}``; option ``untradable_symbols``, default ``["LUNA-USDT"]``,
 listed with ``trade_status: untradable``), ``/spot/trades?currency_pair=&limit=&last_id=&reverse=
 &from=&to=&page=`` (<= 1000, default 100, rows newest first; ``last_id`` overrides from/to:
@@ -128,6 +131,12 @@ class GateioVenue(Venue):
         r.add_get("/ws/v4", self._h_ws)
         r.add_get("/api/v4/spot/currency_pairs", self._rest(self._r_pairs))
         r.add_get("/api/v4/spot/currency_pairs/{pair}", self._rest(self._r_pair))
+        r.add_get("/api/v4/spot/currencies", self._rest(self._r_currencies))
+        r.add_get("/api/v4/margin/currency_pairs", self._rest(self._r_margin_pairs))
+        # Derivative listings a client loads with its markets (ccxt): not simulated, so empty.
+        for path in ("/api/v4/futures/{settle}/contracts", "/api/v4/delivery/{settle}/contracts",
+                     "/api/v4/options/underlyings"):
+            r.add_get(path, self._rest(lambda rq: []))
         r.add_get("/api/v4/spot/trades", self._rest(self._r_trades))
         r.add_get("/api/v4/spot/candlesticks", self._rest(self._r_candles))
 
@@ -310,6 +319,24 @@ class GateioVenue(Venue):
 
     def _r_pairs(self, request: web.Request) -> Any:
         return self._pairs()
+
+    def _r_currencies(self, request: web.Request) -> Any:
+        """``/spot/currencies`` (ccxt's load_markets): one chain per currency."""
+        return [{"currency": c, "name": c, "delisted": False, "withdraw_disabled": False, "withdraw_delayed": False,
+                 "deposit_disabled": False, "trade_disabled": False, "fixed_rate": "", "chain": c,
+                 "chains": [{"name": c, "addr": "", "withdraw_disabled": False, "withdraw_delayed": False,
+                             "deposit_disabled": False}]}
+                for c in self.currencies()]
+
+    def _r_margin_pairs(self, request: web.Request) -> Any:
+        """``/margin/currency_pairs``: every tradable simulated pair, leverage 3."""
+        return [{"id": row["id"], "base": row["base"], "quote": row["quote"], "leverage": 3,
+                 "min_base_amount": row.get("min_base_amount", "0.0001"), "min_quote_amount": "1",
+                 "max_quote_amount": "1000000", "status": 1}
+                for row in self._pairs() if row.get("trade_status") == "tradable"]
+
+    def not_found_body(self, request: web.Request) -> Any:
+        return {"label": "NOT_FOUND", "message": "Not Found"}
 
     def _r_pair(self, request: web.Request) -> Any:
         pair = request.match_info["pair"]

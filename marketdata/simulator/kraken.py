@@ -36,7 +36,9 @@ per symbol), JSON-number ``price``/``qty``, RFC 3339 µs ``timestamp``; ``{"chan
 as in v1; ``{"method":"ping"}`` -> ``pong``.  v2 ``book`` is not implemented (error reply).
 
 REST (envelope ``{"error":[],"result":..}``; errors are HTTP 200 with ``error`` strings, except
-injected 429/5xx): ``/0/public/Time``, ``/0/public/SystemStatus``, ``/0/public/AssetPairs`` (plus
+injected 429/5xx; unknown paths 404 ``EGeneral:Unknown method``): ``/0/public/Time``,
+``/0/public/SystemStatus``, ``/0/public/Assets`` (the listed pairs' assets by REST code, ``altname``
+the wsname code: ``XXBT`` -> ``XBT``; ``asset=`` filters), ``/0/public/AssetPairs`` (plus
 a ``.d`` dark-pool entry without ``wsname`` for the first pair, option ``dark_pool``),
 ``/0/public/Trades?pair=&since=&count=`` (rows ``[price, volume, time, side, ordertype, misc,
 trade_id]`` ascending, <= 1000; ``since`` in seconds (< 1e11, inclusive) or nanoseconds (>= 1e17,
@@ -200,6 +202,7 @@ class KrakenVenue(Venue):
         r.add_get("/0/public/Time", self._rest(self._r_time))
         r.add_get("/0/public/SystemStatus", self._rest(self._r_status))
         r.add_get("/0/public/AssetPairs", self._rest(self._r_asset_pairs))
+        r.add_get("/0/public/Assets", self._rest(self._r_assets))
         r.add_get("/0/public/Trades", self._rest(self._r_trades))
         r.add_get("/0/public/OHLC", self._rest(self._r_ohlc))
         r.add_get("/0/public/Depth", self._rest(self._r_depth))
@@ -728,6 +731,28 @@ class KrakenVenue(Venue):
         if dark:
             del info["wsname"]
         return info
+
+    def _r_assets(self, request: web.Request) -> Any:
+        """``/0/public/Assets`` (ccxt's load_markets): the assets of the listed pairs by REST code."""
+        out = {}
+        for si in range(len(self.specs)):
+            for code, alt in zip(self._assets[si], self._alt_assets(si)):
+                out[code] = {"aclass": "currency", "altname": alt, "decimals": 10, "display_decimals": 5,
+                             "collateral_value": 1.0, "status": "enabled"}
+        wanted = request.query.get("asset")
+        if wanted:
+            names = {w.strip().upper() for w in wanted.split(",")}
+            out = {k: v for k, v in out.items() if k in names or v["altname"] in names}
+            if not out:
+                raise _KrakenError("EQuery:Unknown asset")
+        return dict(sorted(out.items()))
+
+    def _alt_assets(self, si: int) -> tuple[str, str]:
+        base, quote = self._ws1[si].split("/")
+        return base, quote
+
+    def not_found_body(self, request: web.Request) -> Any:
+        return {"error": ["EGeneral:Unknown method"]}
 
     def _r_asset_pairs(self, request: web.Request) -> Any:
         wanted = request.query.get("pair")

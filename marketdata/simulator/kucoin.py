@@ -31,7 +31,10 @@ sequence]`` (size ``"0"`` = delete).  ``/api/v1/market/orderbook/level2_20|_100`
 ``/api/v3/market/orderbook/level2``, which needs a ``KC-API-KEY`` header) return ``sequence``.
 
 REST (envelope ``{"code":"200000","data":..}``): ``/api/v1/timestamp``, ``/api/v1/symbols`` and
-``/api/v2/symbols`` (plus a disabled ``BSV-USDT``, option ``disabled_symbols``),
+``/api/v2/symbols`` (plus a disabled ``BSV-USDT``, option ``disabled_symbols``), ``/api/v3/currencies``
+(one chain per currency), ``/api/v1/contracts/active`` (empty: futures are not simulated) and
+``/api/v1/market/allTickers`` (empty ticker list) -- what ccxt's ``load_markets`` calls; unknown paths
+404 ``{"code":"404000","msg":"Not Found"}``,
 ``/api/v1/market/histories?symbol=`` (ONLY the last 100 trades, oldest first, ``sequence``,
 ``price``, ``size``, ``side``, ``time`` ns int; no paging), ``/api/v1/market/candles?type=1min&
 symbol=&startAt=&endAt=`` (seconds, bucket starts inclusive, <= 1500 rows newest first, only
@@ -162,6 +165,11 @@ class KucoinVenue(Venue):
         r.add_post("/api/v1/bullet-public", self._rest(self._r_bullet))
         r.add_get("/api/v1/timestamp", self._rest(self._r_timestamp))
         r.add_get("/api/v1/symbols", self._rest(self._r_symbols))
+        r.add_get("/api/v3/currencies", self._rest(self._r_currencies))
+        # Listings a client loads with its markets (ccxt): futures are not simulated, so none are
+        # active; tickers are not simulated either (an empty ticker list).
+        r.add_get("/api/v1/contracts/active", self._rest(lambda rq: []))
+        r.add_get("/api/v1/market/allTickers", self._rest(lambda rq: {"time": self.now_us() // 1000, "ticker": []}))
         r.add_get("/api/v2/symbols", self._rest(self._r_symbols))
         r.add_get("/api/v1/market/histories", self._rest(self._r_histories))
         r.add_get("/api/v1/market/candles", self._rest(self._r_candles))
@@ -516,6 +524,20 @@ class KucoinVenue(Venue):
             base, quote = split_canonical(s)
             out.append(self._symbol(f"{base}-{quote}", base, quote, 1_000_000, 10_000, False))
         return out
+
+    def _r_currencies(self, request: web.Request) -> Any:
+        """``/api/v3/currencies`` (ccxt's load_markets): one chain per currency."""
+        return [{"currency": c, "name": c, "fullName": c, "precision": 8, "confirms": None,
+                 "contractAddress": None, "isMarginEnabled": True, "isDebitEnabled": True,
+                 "chains": [{"chainName": c, "withdrawalMinSize": "0.001", "depositMinSize": "0.0001",
+                             "withdrawFeeRate": "0", "withdrawalMinFee": "0.0005", "isWithdrawEnabled": True,
+                             "isDepositEnabled": True, "confirms": 3, "preConfirms": 1, "contractAddress": "",
+                             "withdrawPrecision": 8, "maxWithdraw": None, "maxDeposit": None, "needTag": False,
+                             "chainId": c.lower()}]}
+                for c in self.currencies()]
+
+    def not_found_body(self, request: web.Request) -> Any:
+        return {"code": "404000", "msg": "Not Found"}
 
     def _r_histories(self, request: web.Request) -> Any:
         si = self._sym(request)

@@ -110,7 +110,8 @@ class Venue:
         self.options = dict(options)
         seed = f"{self.config.seed}:{self.name}"
         weights = self.config.symbol_weights or {}
-        self.specs = [SymbolSpec.make(s, seed, self.id_range, float(weights.get(s, 1.0))) for s in symbols]
+        self.specs = [SymbolSpec.make(s, seed, self.id_range_for(canonical_ok(s)), float(weights.get(s, 1.0)))
+                      for s in symbols]
         self.symbols = [s.canonical for s in self.specs]
         if len(set(self.symbols)) != len(self.symbols):
             raise ValueError(f"{self.name}: duplicate symbols in {symbols}")
@@ -144,6 +145,11 @@ class Venue:
         self._tasks: set[asyncio.Task] = set()
 
     # ------------------------------------------------------------------ venue hooks
+    def id_range_for(self, symbol: str) -> tuple[int, int]:
+        """The range symbol ``symbol``'s first trade id is drawn from (per pair where the venue's
+        id magnitudes differ by market, e.g. Bitstamp)."""
+        return self.id_range
+
     def venue_symbol(self, si: int) -> str:
         """The venue's own name for symbol ``si`` (REST/payload form)."""
         raise NotImplementedError
@@ -214,6 +220,18 @@ class Venue:
 
     def venue_stats(self) -> dict[str, Any]:
         return {}
+
+    def not_found(self, request: web.Request, status: int = 404) -> web.Response:
+        """An unknown path (404) or method (405), in the venue's own JSON error shape (venues
+        override the body)."""
+        return web.json_response(self.not_found_body(request), status=status)
+
+    def not_found_body(self, request: web.Request) -> Any:
+        return {"code": 404, "msg": "Not Found"}
+
+    def currencies(self) -> list[str]:
+        """Every currency of the simulated symbols (base and quote), sorted: the currency lists."""
+        return sorted({c for sp in self.specs for c in (sp.base, sp.quote)})
 
     def drop_idle(self, mono: float, heard: str = "last_recv") -> None:
         """The venue's idle cut (OKX, Bybit, Gate.io, Bitstamp): abort, without a close frame, every
@@ -582,7 +600,10 @@ class Venue:
             early = venue.rest_before(request)
             if early is not None:
                 return early
-            response = await handler(request)
+            try:
+                response = await handler(request)
+            except (web.HTTPNotFound, web.HTTPMethodNotAllowed) as e:
+                return venue.not_found(request, e.status)
             venue.rest_after(request, response)
             return response
 
