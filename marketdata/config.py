@@ -55,6 +55,7 @@ class SimulatorSettings:
     start: str | None = None
     ping_interval: float = 20.0
     pong_timeout: float = 60.0
+    ground_truth: bool = False   # write <data dir>/simulator/ground_truth.csv (every trade; grows)
     # venue -> {option: value}: the simulator's per-venue knobs (``--venue-option venue.key=value``)
     venue_options: dict[str, dict[str, Any]] = field(default_factory=dict)
 
@@ -200,6 +201,9 @@ def parse_config(raw: dict, *, path: Path | None = None, resolve_endpoints: bool
         raise ConfigError(f"{where}: every venue is disabled")
     sim_raw = raw.get("simulator") or {}
     _known(f"{where}: simulator", sim_raw, set(SimulatorSettings.__dataclass_fields__))
+    if not isinstance(sim_raw.get("ground_truth", False), bool):
+        raise ConfigError(f"{where}: simulator.ground_truth must be true or false, "
+                          f"not {sim_raw['ground_truth']!r}")
     vopts = sim_raw.get("venue_options") or {}
     if not isinstance(vopts, dict) or not all(isinstance(o, dict) for o in vopts.values()):
         raise ConfigError(f"{where}: simulator.venue_options must map a venue to {{option: value}}, "

@@ -47,7 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--speed", type=float, default=1.0, help="simulated seconds per wall second (default 1)")
     p.add_argument("--end", default=None, help="simulated time after which no trades are generated")
     p.add_argument("--ground-truth", default=None, metavar="PATH", help="CSV of every generated trade")
-    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=0, help="first venue's port; 0 = free ports (default)")
     p.add_argument("--ping-interval", type=float, default=20.0, help="server ping every N s (default 20)")
     p.add_argument("--pong-timeout", type=float, default=60.0, help="drop clients without pong for N s (default 60)")
@@ -62,7 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --paused: simulated time stands at --start until the first resume, so a "
                         "client that is slow to connect still sees the whole run")
     p.add_argument("--no-uvloop", action="store_true", help="use the default asyncio loop")
-    p.add_argument("--log-level", default="WARNING")
+    p.add_argument("--log-level", default="WARNING", help="DEBUG, INFO, WARNING or ERROR (default WARNING)")
     return p
 
 
