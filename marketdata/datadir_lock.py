@@ -54,6 +54,14 @@ def _read_holder(path: Path) -> Holder:
         return Holder(None, "", "")
 
 
+def _own_command_line() -> str:
+    try:
+        import psutil
+        return " ".join(psutil.Process().cmdline())
+    except Exception:  # noqa: BLE001 - best effort: what Python saw
+        return " ".join([sys.executable, *sys.argv])
+
+
 class DataDirLock:
     """``acquire()`` takes the lock or raises :class:`DataDirLocked`; ``release()`` (or the
     holder's exit) frees it."""
@@ -78,7 +86,7 @@ class DataDirLock:
                 time.sleep(0.05)
         me = {"pid": os.getpid(),
               "started": datetime.fromtimestamp(time.time(), timezone.utc).isoformat(timespec="seconds"),
-              "command": " ".join([Path(sys.executable).name, *sys.argv])}
+              "command": _own_command_line()}
         os.ftruncate(fd, 0)
         os.pwrite(fd, orjson.dumps(me) + b"\n", 0)
         self._fd = fd

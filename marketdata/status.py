@@ -218,7 +218,8 @@ def collect(config_path: str | None = None, *, rate_window_s: float = 2.5) -> di
     venues, config_error = _configured_venues(config_path)
     platform = _platform(data)
     report: dict[str, Any] = {"data_dir": str(data), "data_dir_bytes": _dir_bytes(data),
-                              "platform": platform, "config_error": config_error}
+                              "platform": platform, "config_error": config_error,
+                              "venues_configured": sorted(venues)}
     report["redis"] = _redis(venues, HealthBounds.from_env(), rate_window_s)
     report["clickhouse"] = _clickhouse()
     report["ui"] = _ui(platform["ui"]) if platform["running"] else {
@@ -282,6 +283,9 @@ def render(rep: dict) -> str:
             lines.extend(f"  {n}: {x}" for n, x in notes)
     elif rd["up"]:
         lines.append("venues: none configured and no stream in Redis")
+    elif rep["venues_configured"]:
+        lines.append(f"venues: {', '.join(rep['venues_configured'])}: unknown (their health is in Redis, "
+                     "which is down)")
     lines.append("")
     if rd["up"]:
         per = rd["persist"] or {}
