@@ -121,6 +121,8 @@ class Platform:
                              "--rate", str(sc.rate), "--seed", str(sc.seed), "--speed", str(sc.speed),
                              "--ping-interval", str(sc.ping_interval), "--pong-timeout", str(sc.pong_timeout),
                              "--endpoints-file", str(eps))
+            if sc.history_minutes is not None:       # a bounded ring of trades: memory levels off
+                argv += ["--history-minutes", str(sc.history_minutes)]
             # The ground truth grows without bound (~60 bytes a trade): only when asked (tests).
             if sc.ground_truth if self.ground_truth is None else self.ground_truth:
                 argv += ["--ground-truth", str(data / "simulator" / "ground_truth.csv")]
