@@ -213,7 +213,7 @@ def _dir_bytes(path: Path) -> int:
     return total
 
 
-def collect(config_path: str | None = None, *, rate_window_s: float = 2.5) -> dict:
+def collect(config_path: str | None = None, *, rate_window_s: float = 5.0) -> dict:
     data = settings.data_dir()
     venues, config_error = _configured_venues(config_path)
     platform = _platform(data)

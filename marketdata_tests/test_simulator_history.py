@@ -2,7 +2,7 @@
 bounded, and what the REST history still holds is exactly right.
 
 Unit level: a ring column keeps absolute indices, bisects land on kept entries, reading a dropped
-price fails loudly. Live: all ten venues at speed 60 with a 10-minute ring; once trades were
+price fails loudly. Live: all ten venues at speed 30 with a 10-minute ring; once trades were
 dropped, every venue's candles (fetched with the connector-side venue modules, as reconciliation
 does) equal the ground truth minute by minute inside the ring, and minutes older than the ring
 come back empty (no error, no made-up rows); Binance's trade history by id restarts at the ring."""
@@ -65,13 +65,17 @@ def test_bounded_history_serves_exact_candles_inside_the_ring_and_nothing_older(
         monkeypatch.setenv(k, v)
     gt = tmp_path / "truth.csv"
     sim = Simulator(SimulatorConfig(
-        venues=list(SYMBOLS), symbols=SYMBOLS, start=START, speed=60, rate=600, seed=11,
+        venues=list(SYMBOLS), symbols=SYMBOLS, start=START, speed=30, rate=600, seed=11,
         ground_truth=gt, history_s=600, venue_options={"alpaca": {"sessions": "always", **opts}})).start()
     try:
         # Wait until every tape dropped its first minutes (the trimmer runs every second of wall time).
         assert sim.wait_for(lambda: sim.sim_now_us() >= START_US + 14 * US_MIN
                             and all(t.first > 0 for v in sim.venues.values() for t in v.tapes), 60), \
             "no trades were dropped"
+        # Generation stops, so every minute before the pause is final in the ground truth and on
+        # the REST side alike (the ring keeps trimming by simulated time, 6 minutes from the window).
+        sim.pause()
+        paused_at = sim.sim_now_us()
         sim.flush()
         truth = _truth_minutes(gt)
         for name, v in sim.venues.items():
@@ -82,12 +86,15 @@ def test_bounded_history_serves_exact_candles_inside_the_ring_and_nothing_older(
                     kept = len(tape) - tape.first
                     assert tape.memory_bytes() <= kept * 8 * 6             # only kept trades use memory
                     ring_start = tape.ts[tape.first] // US_MIN * US_MIN
+                    # The ring starts at a whole minute: it holds every trade of its oldest minute.
+                    in_oldest = bisect_left(tape.ts, ring_start + US_MIN) - tape.first
+                    assert in_oldest == truth[(name, sym)][ring_start][0], (name, sym)
                     assert START_US + 3 * US_MIN <= ring_start, "the first minutes were not dropped"
                     assert ring_start >= sim.sim_now_us() - 12 * US_MIN      # at most the ring + a minute
-                    now = sim.sim_now_us()
-                    cur = now - now % US_MIN
-                    lo, hi = cur - 7 * US_MIN, cur - 2 * US_MIN       # well inside the 10-minute ring
+                    cur = paused_at - paused_at % US_MIN
+                    lo, hi = cur - 4 * US_MIN, cur - US_MIN            # well inside the 10-minute ring
                     candles = fetch_candles(mod, http, sym, lo, hi)
+                    assert tape.ts[tape.first] // US_MIN * US_MIN <= lo, "the window left the ring meanwhile"
                     want = {mu: x for mu, x in truth[(name, sym)].items() if lo <= mu < hi}
                     assert sorted(candles) == sorted(want), (name, sym)
                     for mu, (count, vol) in want.items():

@@ -86,8 +86,8 @@ def test_a_second_up_is_refused_a_killed_holder_does_not_block_and_status_report
             v = rep["redis"]["venues"].get("binance", {})
             return (st.returncode == 0 and (v.get("ticks_per_s") or 0) > 0
                     and rep["clickhouse"]["tables"].get("ticks", {}).get("rows", 0) > 0) and rep
-        rep = wait_for(live_status, 120, "a healthy status with ticks", interval=1,
-                       on_timeout=lambda: _cli(env, "status").stdout + logs(tmp_path / "up1.log"))
+        rep = wait_for(live_status, 240, "a healthy status with ticks", interval=1,
+                       on_timeout=lambda: _cli(env, "status", "--json").stdout + logs(tmp_path / "up1.log"))
         assert rep["platform"]["running"] and rep["platform"]["pid"] == first.pid
         assert rep["redis"]["up"] and rep["redis"]["used_memory_bytes"] > 0
         v = rep["redis"]["venues"]["binance"]

@@ -71,7 +71,9 @@ class OrderBook:
         self.log_px = array("q")  # price, negated for asks
         self.log_qty = array("q")
         self.log_first = self.update_id + 1  # update id of log index 0
-        self.max_log = max(1024, int(max_log))
+        # With a bounded history (ring) the change log is kept shorter too: diff streams read only
+        # the changes since their last push (<= 1 s); half of 1 << 16 is over a minute of changes.
+        self.max_log = max(1024, int(min(max_log, 1 << 16) if ring else max_log))
         self.center = spec.anchor_units
         # initial state (update id = first_update_id, not in the log)
         rnd = self.rng.random

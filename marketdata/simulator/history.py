@@ -43,6 +43,11 @@ def trim_venue(v: "Venue", now_us: int, history_s: float, written: dict[tuple[st
             idx = min(idx, written.get((v.name, si), 0))
         if idx <= tape.first:
             continue
+        # The ring starts at a whole minute, so its oldest candle is never a partial one.
+        ts = tape.ts[idx]
+        idx = bisect_left(tape.ts, ts - ts % US_PER_MINUTE)
+        if idx <= tape.first:
+            continue
         dropped += tape.drop_before(idx)
         if v.books:
             v.books[si].trade_seq.drop_before(tape.first)
