@@ -34,7 +34,7 @@ def _start_up(env: dict, log: Path) -> subprocess.Popen:
                             stdin=subprocess.DEVNULL, start_new_session=True, preexec_fn=default_signals)
 
 
-def _cli(env: dict, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+def _cli(env: dict, *args: str, timeout: float = 180) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "marketdata.cli", *args], env=env, cwd=str(REPO),
                           capture_output=True, text=True, timeout=timeout, preexec_fn=default_signals)
 
