@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import difflib
 import sys
 
 
@@ -20,6 +21,7 @@ def main(argv: list[str] | None = None) -> int:
 def _main(argv: list[str]) -> int:
     commands = {
         "up": "start and supervise the whole local platform",
+        "status": "per venue: state, ticks/s, lag, open holes, last tick, persist lag; stores; UI address",
         "simulate": "run the local venue simulator",
         "ingest": "run one venue's connector (--venue NAME)",
         "persist": "run a persist worker (Redis -> ClickHouse)",
@@ -31,19 +33,40 @@ def _main(argv: list[str]) -> int:
         "backfill": "load trades from venue REST history for a range, then rebuild its bars",
     }
     if not argv or argv[0] in ("-h", "--help") or argv[0] not in commands:
-        print("usage: marketdata COMMAND [options]\n\ncommands:")
-        for k, v in commands.items():
-            print(f"  {k:10s} {v}")
-        return 0 if not argv or argv[0] in ("-h", "--help") else 2
+        usage = "usage: marketdata COMMAND [options]   (marketdata COMMAND --help for its options)\n\ncommands:\n" \
+            + "".join(f"  {k:10s} {v}\n" for k, v in commands.items())
+        if not argv or argv[0] in ("-h", "--help"):
+            print(usage, end="")
+            return 0
+        close = difflib.get_close_matches(argv[0], list(commands), n=3, cutoff=0.5)
+        hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+        print(usage + f"\nmarketdata: unknown command {argv[0]!r}{hint}", file=sys.stderr)
+        return 2
     cmd, rest = argv[0], argv[1:]
     if cmd == "up":
-        ap = argparse.ArgumentParser(prog="marketdata up")
-        ap.add_argument("--config", default=None)
-        ap.add_argument("--no-dagster", action="store_true")
-        ap.add_argument("--dagster-port", type=int, default=3000)
+        ap = argparse.ArgumentParser(prog="marketdata up", description=commands["up"] + (
+            ": embedded Redis, the venue simulator, one connector per venue, persist worker(s), Dagster "
+            "webserver and daemon. One platform per data dir ($MARKETDATA_HOME): a second `up` on the "
+            "same dir is refused. Ctrl-C or SIGTERM stops everything."))
+        ap.add_argument("--config", default=None,
+                        help="platform config (default $MARKETDATA_CONFIG or ./marketdata.yaml)")
+        ap.add_argument("--no-dagster", action="store_true",
+                        help="run without the Dagster webserver and daemon (ingest and persist only)")
+        ap.add_argument("--dagster-port", type=int, default=3000,
+                        help="port of the Dagster UI (default 3000; a free port if it is taken)")
+        gt = ap.add_mutually_exclusive_group()
+        gt.add_argument("--ground-truth", dest="ground_truth", action="store_true", default=None,
+                        help="the simulator writes every trade to <data dir>/simulator/ground_truth.csv "
+                             "(grows ~60 bytes a trade; for tests; default: the config's "
+                             "simulator.ground_truth, off)")
+        gt.add_argument("--no-ground-truth", dest="ground_truth", action="store_false",
+                        help="no ground-truth file, whatever the config says")
         a = ap.parse_args(rest)
         from .supervisor import up
-        return up(a.config, dagster=not a.no_dagster, dagster_port=a.dagster_port)
+        return up(a.config, dagster=not a.no_dagster, dagster_port=a.dagster_port, ground_truth=a.ground_truth)
+    if cmd == "status":
+        from .status import main as status_main
+        return status_main(rest)
     if cmd == "simulate":
         from .simulator.cli import main as sim_main
         return sim_main(rest) or 0
@@ -58,10 +81,15 @@ def _main(argv: list[str]) -> int:
         ap.add_argument("target", help="EXCHANGE:SYMBOL, e.g. binance:BTC-USDT")
         ap.add_argument("--from-start", action="store_true", help="from the oldest entry kept, not only new ones")
         ap.add_argument("-n", "--count", type=int, default=None, help="stop after N ticks")
+        ap.add_argument("--config", default=None,
+                        help="config whose venues and symbols may be tailed before their stream exists")
         a = ap.parse_args(rest)
-        from .tools import tail
+        from .tools import NoSuchStream, tail
         try:
-            return tail(a.target, from_start=a.from_start, count=a.count)
+            return tail(a.target, from_start=a.from_start, count=a.count, config_path=a.config)
+        except NoSuchStream as e:
+            print(f"marketdata tail: {e}", file=sys.stderr)
+            return 1
         except KeyboardInterrupt:
             return 0
     if cmd == "decode":
@@ -73,7 +101,7 @@ def _main(argv: list[str]) -> int:
                         help="a venue option as in the config (repeatable)")
         ap.add_argument("--symbols", default=None,
                         help="canonical symbols to recognise, e.g. BTC-USDT,ETH-USDT (default: the config's)")
-        ap.add_argument("--config", default=None)
+        ap.add_argument("--config", default=None, help="config for the default symbols and venue options")
         a = ap.parse_args(rest)
         from . import venues
         import yaml

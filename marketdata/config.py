@@ -55,6 +55,9 @@ class SimulatorSettings:
     start: str | None = None
     ping_interval: float = 20.0
     pong_timeout: float = 60.0
+    ground_truth: bool = False   # write <data dir>/simulator/ground_truth.csv (every trade; grows)
+    # simulated minutes of trades the simulator keeps for REST history and candles (null: all)
+    history_minutes: float | None = 75.0
     # venue -> {option: value}: the simulator's per-venue knobs (``--venue-option venue.key=value``)
     venue_options: dict[str, dict[str, Any]] = field(default_factory=dict)
 
@@ -200,6 +203,13 @@ def parse_config(raw: dict, *, path: Path | None = None, resolve_endpoints: bool
         raise ConfigError(f"{where}: every venue is disabled")
     sim_raw = raw.get("simulator") or {}
     _known(f"{where}: simulator", sim_raw, set(SimulatorSettings.__dataclass_fields__))
+    if not isinstance(sim_raw.get("ground_truth", False), bool):
+        raise ConfigError(f"{where}: simulator.ground_truth must be true or false, "
+                          f"not {sim_raw['ground_truth']!r}")
+    hm = sim_raw.get("history_minutes", 75.0)
+    if hm is not None and (isinstance(hm, bool) or not isinstance(hm, (int, float)) or hm <= 0):
+        raise ConfigError(f"{where}: simulator.history_minutes must be a positive number of minutes, or "
+                          f"null to keep every trade; not {hm!r}")
     vopts = sim_raw.get("venue_options") or {}
     if not isinstance(vopts, dict) or not all(isinstance(o, dict) for o in vopts.values()):
         raise ConfigError(f"{where}: simulator.venue_options must map a venue to {{option: value}}, "

@@ -25,6 +25,7 @@ import orjson
 
 from . import settings
 from .config import Config, ConfigError, load_config, simulator_endpoints_file
+from .datadir_lock import DataDirLock, DataDirLocked
 from .ingest.backoff import Backoff
 from .procs import default_signals
 from .storage.clickhouse import ClickHouse, LocalClickHouse, wait_ready
@@ -75,8 +76,9 @@ class Child:
 
 class Platform:
     def __init__(self, config_path: str | None, *, dagster: bool = True, dagster_port: int = 3000,
-                 simulator: bool = True):
+                 simulator: bool = True, ground_truth: bool | None = None):
         self.config_path = config_path
+        self.ground_truth = ground_truth     # None: the config's simulator.ground_truth
         self.with_dagster = dagster
         self.dagster_port = dagster_port
         self.with_simulator = simulator
@@ -133,8 +135,12 @@ class Platform:
             argv = self._cmd("simulate", "--venues", ",".join(sim_venues), "--listed-only",
                              "--rate", str(sc.rate), "--seed", str(sc.seed), "--speed", str(sc.speed),
                              "--ping-interval", str(sc.ping_interval), "--pong-timeout", str(sc.pong_timeout),
-                             "--endpoints-file", str(eps),
-                             "--ground-truth", str(data / "simulator" / "ground_truth.csv"))
+                             "--endpoints-file", str(eps))
+            if sc.history_minutes is not None:       # a bounded ring of trades: memory levels off
+                argv += ["--history-minutes", str(sc.history_minutes)]
+            # The ground truth grows without bound (~60 bytes a trade): only when asked (tests).
+            if sc.ground_truth if self.ground_truth is None else self.ground_truth:
+                argv += ["--ground-truth", str(data / "simulator" / "ground_truth.csv")]
             # Each venue generates only its own symbols (Coinbase's BTC-USD is not Binance's BTC-USDT).
             for n in sim_venues:
                 argv += ["--symbols", f"{n}:{','.join(cfg.venues[n].symbols)}"]
@@ -185,10 +191,10 @@ class Platform:
             for c in self.children[-2:]:
                 c.start()
             self.ui_url = f"http://127.0.0.1:{port}"
-            print(f"Dagster UI: {self.ui_url}", flush=True)
+            announce_ui_when_ready(self.ui_url, self.children[-2], self.stop_event)
         print(f"marketdata is up: {len(cfg.venues)} venue(s) {', '.join(cfg.venues)}; logs in {logs}; "
               f"`marketdata tail {next(iter(cfg.venues))}:{next(iter(cfg.venues.values())).symbols[0]}` "
-              "shows ticks; Ctrl-C stops everything.", flush=True)
+              "shows ticks, `marketdata status` each venue; Ctrl-C stops everything.", flush=True)
 
     def _start_clickhouse(self, logs: Path) -> None:
         """The local ClickHouse server: a fixed free port for its life (a restart after a crash
@@ -285,6 +291,32 @@ def demo_credentials(sim_venues: list[str]) -> dict[str, dict[str, str]]:
     return out
 
 
+def announce_ui_when_ready(url: str, webserver: Child, stop: threading.Event,
+                           timeout: float = 600.0) -> threading.Thread:
+    """Print "Dagster UI: <url>" once the webserver answers /server_info (it takes ~20 s to load
+    the code location), not when its process starts; in a thread, so supervision goes on."""
+    import httpx
+
+    def wait() -> None:
+        deadline = time.monotonic() + timeout
+        with httpx.Client(timeout=2.0) as http:
+            while not stop.is_set() and time.monotonic() < deadline:
+                try:
+                    if http.get(f"{url}/server_info").status_code == 200:
+                        print(f"Dagster UI: {url}", flush=True)
+                        return
+                except httpx.HTTPError:
+                    pass
+                stop.wait(0.25)
+        if not stop.is_set():
+            log.warning("the Dagster webserver did not answer on %s within %.0fs; see %s",
+                        url, timeout, webserver.log_path)
+
+    t = threading.Thread(target=wait, name="announce-ui", daemon=True)
+    t.start()
+    return t
+
+
 def _port_free(port: int) -> bool:
     import socket
     with socket.socket() as s:
@@ -302,10 +334,14 @@ def _tail(path: Path, n: int = 20) -> str:
         return ""
 
 
-def up(config_path: str | None, *, dagster: bool = True, dagster_port: int = 3000) -> int:
+def up(config_path: str | None, *, dagster: bool = True, dagster_port: int = 3000,
+       ground_truth: bool | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)      # readiness polls are not news
-    p = Platform(config_path, dagster=dagster, dagster_port=dagster_port)
+    lock = own_data_dir()
+    if lock is None:
+        return 1
+    p = Platform(config_path, dagster=dagster, dagster_port=dagster_port, ground_truth=ground_truth)
     prev = {s: signal.signal(s, lambda *_: p.stop_event.set()) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         try:
@@ -316,6 +352,17 @@ def up(config_path: str | None, *, dagster: bool = True, dagster_port: int = 300
         p.supervise()
     finally:
         p.stop()
+        lock.release()
         for s, h in prev.items():
             signal.signal(s, h)
     return p.exit_code
+
+
+def own_data_dir() -> DataDirLock | None:
+    """Take the data dir for this platform before anything starts; None (said why) when another
+    live `up` owns it, so nothing of it is touched."""
+    try:
+        return DataDirLock(settings.data_dir()).acquire()
+    except DataDirLocked as e:
+        print(f"marketdata up: {e}", file=sys.stderr, flush=True)
+        return None

@@ -1,7 +1,9 @@
-"""Small operator tools: `tail` (stream entries as ticks) and `decode` (raw frames -> ticks)."""
+"""Small operator tools: `tail` (stream entries as ticks; a stream that does not exist is named,
+with similar ones) and `decode` (raw frames -> ticks)."""
 
 from __future__ import annotations
 
+import difflib
 import sys
 from typing import IO
 
@@ -10,19 +12,47 @@ import orjson
 from . import venues as venue_registry
 from .clock import now_us
 from .storage.redis import client
-from .stream import decode_entry, stream_key
+from .stream import STREAMS_SET, decode_entry, parse_stream_key, stream_key
 from .venues.base import MalformedFrame, UnknownSymbol, VenueError
 from .tick import Tick
 
 
+class NoSuchStream(LookupError):
+    """`tail` of a stream that does not exist and that no configured venue will write."""
+
+
+def _check_stream(r, target: str, key: str, config_path: str | None) -> None:
+    """Return when ``key`` exists or the config's venues will write it (the platform may be
+    starting); else raise NoSuchStream naming the streams that look like ``target``."""
+    if r.exists(key):
+        return
+    from .config import ConfigError, load_config
+    configured: set[str] = set()
+    try:
+        cfg = load_config(config_path, resolve_endpoints=False)
+        configured = {f"{n}:{s}" for n, v in cfg.venues.items() for s in v.symbols}
+    except (ConfigError, OSError):
+        pass
+    if target in configured:
+        return
+    known = {f"{e}:{s}" for e, s in (parse_stream_key(k) for k in r.smembers(STREAMS_SET))} | configured
+    by_lower = {k.lower(): k for k in sorted(known)}
+    close = [by_lower[m] for m in difflib.get_close_matches(target.lower(), list(by_lower), n=5, cutoff=0.6)]
+    hint = (f"similar: {', '.join(close)}" if close else
+            f"known: {', '.join(sorted(known)[:20])}" if known else "no stream exists in this Redis yet")
+    raise NoSuchStream(f"no stream {target} ({key}) in Redis, and no configured venue writes it; {hint}")
+
+
 def tail(target: str, *, from_start: bool = False, count: int | None = None, out: IO = sys.stdout,
-         block_ms: int = 1000, redis_url: str | None = None) -> int:
-    """Print ticks (and coverage marks and gaps, as JSON lines) of EXCHANGE:SYMBOL as they arrive."""
+         block_ms: int = 1000, redis_url: str | None = None, config_path: str | None = None) -> int:
+    """Print ticks (and coverage marks and gaps, as JSON lines) of EXCHANGE:SYMBOL as they arrive.
+    Raises NoSuchStream (at once, never waiting) for a stream that neither exists nor is configured."""
     exchange, sep, symbol = target.partition(":")
     if not sep or not exchange or not symbol:
         raise SystemExit("tail: expected EXCHANGE:SYMBOL, e.g. binance:BTC-USDT")
     r = client(redis_url)
     key = stream_key(exchange, symbol)
+    _check_stream(r, target, key, config_path)
     last = "0-0" if from_start else "$"
     printed = 0
     while count is None or printed < count:

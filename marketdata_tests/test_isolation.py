@@ -90,7 +90,11 @@ class Up:
         self.tmp, self.home, self.venues = tmp_path, tmp_path / "home", venues
         cfg = tmp_path / "marketdata.yaml"
         cfg.write_text(yaml.safe_dump({"endpoints": "simulator",
-                                       "venues": {v: _venue_config(v) for v in venues}, "simulator": simulator}))
+                                       "venues": {v: _venue_config(v) for v in venues},
+                                       # the checks compare ClickHouse with the simulator's record,
+                                       # and repairs may reach back to the start of the run
+                                       "simulator": {**simulator, "ground_truth": True,
+                                                     "history_minutes": None}}))
         # No venue keys from the developer's shell: `up` must bring its own demo keys (Alpaca).
         env = {k: v for k, v in os.environ.items() if not k.startswith(("MARKETDATA_", "DAGSTER_", "APCA_"))}
         env.update(MARKETDATA_HOME=str(self.home), MARKETDATA_CONFIG=str(cfg), PYTHONUNBUFFERED="1",

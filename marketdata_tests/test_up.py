@@ -59,8 +59,12 @@ def test_up_runs_supervises_and_stops_the_platform(tmp_path):
                 return httpx.get(f"http://127.0.0.1:{port}/server_info", timeout=2).status_code == 200
             except httpx.HTTPError:
                 return False
-        wait_for(ui_up, 120, "the Dagster UI", interval=0.5, on_timeout=log)
-        assert f"Dagster UI: http://127.0.0.1:{port}" in log()
+        # The address is printed once the webserver answers, not when its process starts.
+        announced = f"Dagster UI: http://127.0.0.1:{port}"
+        wait_for(lambda: announced in log(), 180, "the UI address to be printed", interval=0.2, on_timeout=log)
+        assert ui_up(), "the UI address was printed before the webserver answered"
+        shown = httpx.post(f"http://127.0.0.1:{port}/graphql", json={"query": "{ shouldShowNux }"}, timeout=10)
+        assert shown.json()["data"]["shouldShowNux"] is False     # no "Join the Dagster community" pop-up
 
         # A crashed connector is restarted with backoff, and ticks keep coming.
         old = children["ingest-binance"]

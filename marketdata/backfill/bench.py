@@ -260,8 +260,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="marketdata bench --bars",
                                  description="Backfill bars_1m over 30 days of synthetic ticks through Dagster.")
     ap.add_argument("--bars", action="store_true", help="(accepted for `marketdata bench --bars`)")
-    ap.add_argument("--days", type=int, default=30)
-    ap.add_argument("--venues", type=int, default=10)
+    ap.add_argument("--days", type=int, default=30, help="days of hourly partitions to backfill (default 30)")
+    ap.add_argument("--venues", type=int, default=10, help="number of venues (default 10)")
     ap.add_argument("--symbols", type=int, default=20, help="symbols per venue")
     ap.add_argument("--trades-per-minute", type=int, default=3, help="per pair")
     ap.add_argument("--start", default="2026-02-01T00:00Z", help="first hour (UTC)")

@@ -24,9 +24,9 @@ async def _run(connector: VenueConnector) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="marketdata ingest", description="Run one venue's connector.")
-    ap.add_argument("--venue", required=True)
+    ap.add_argument("--venue", required=True, help="venue id from the config, e.g. binance")
     ap.add_argument("--config", default=None, help="config file (default $MARKETDATA_CONFIG or marketdata.yaml)")
-    ap.add_argument("--log-level", default="INFO")
+    ap.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR (default INFO)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)    # one line per REST call is noise

@@ -65,7 +65,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--trim-interval", type=_positive_float, default=5.0, metavar="SECONDS",
                    help="how often streams are trimmed behind what every group acknowledged (default 5)")
     p.add_argument("--log-level", default=os.environ.get("MARKETDATA_LOG_LEVEL", "INFO"),
-                   choices=["DEBUG", "INFO", "WARNING", "ERROR"], type=str.upper)
+                   choices=["DEBUG", "INFO", "WARNING", "ERROR"], type=str.upper,
+                   help="log level (default: $MARKETDATA_LOG_LEVEL or INFO)")
     return p
 
 

@@ -575,6 +575,7 @@ class AlpacaVenue(Venue):
         n = len(tape)
         page = self._page(request)
         i = page if page is not None else (bisect_left(tape.ts, start) if start is not None else 0)
+        i = max(i, tape.first)      # a bounded history (ring) starts later
         hi = bisect_right(tape.ts, end) if end is not None else n
         gone = self.cancelled[si]
         rows = []

@@ -712,7 +712,7 @@ class BinanceVenue(Venue):
         if from_id is not None:
             if start is not None or end is not None:
                 raise BinanceError(-1128, "Combination of optional parameters invalid.")
-            o0 = min(max(0, from_id - first), n_orders)
+            o0 = min(max(getattr(tape.order_start, "base", 0), from_id - first), n_orders)
             return self._agg_rows(si, o0, min(n_orders, o0 + limit))
         if start is None and end is None:
             return self._agg_rows(si, max(0, n_orders - limit), n_orders)
@@ -758,6 +758,7 @@ class BinanceVenue(Venue):
         end = self.query_int(request, "endTime")
         ts = self.tapes[si].ts
         n = len(ts)
+        first = self.tapes[si].first
         # a kline is returned when its open time lies in [startTime, endTime]
         hi = n if end is None else bisect_left(ts, (end * 1000) - (end * 1000) % iv + iv)
         rows: list[list[Any]] = []
@@ -772,9 +773,9 @@ class BinanceVenue(Venue):
                 i = j
             return rows
         j = hi
-        while j > 0 and len(rows) < limit:
+        while j > first and len(rows) < limit:
             b = ts[j - 1] - ts[j - 1] % iv
-            i = bisect_left(ts, b, 0, j)
+            i = max(first, bisect_left(ts, b, 0, j))
             rows.append(self._kline(si, b, iv, i, j))
             j = i
         rows.reverse()

@@ -544,7 +544,7 @@ class BitfinexVenue(Venue):
         si = self._symbol(request.match_info["symbol"])
         start, end, limit, asc = self._window(request, 125)
         ts = self.tapes[si].ts
-        lo = bisect_left(ts, start * 1000) if start is not None else 0
+        lo = bisect_left(ts, start * 1000) if start is not None else self.tapes[si].first
         hi = bisect_right(ts, end * 1000 + 999) if end is not None else len(ts)
         idx = range(lo, min(hi, lo + limit)) if asc else range(hi - 1, max(lo, hi - limit) - 1, -1)
         return "[" + ",".join(self._row(si, i) for i in idx) + "]"

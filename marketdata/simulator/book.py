@@ -33,6 +33,8 @@ from array import array
 from bisect import bisect_left, insort
 from typing import TYPE_CHECKING
 
+from .generator import RingColumn
+
 if TYPE_CHECKING:  # pragma: no cover
     from .generator import SymbolSpec, SymbolTape
 
@@ -48,7 +50,7 @@ class OrderBook:
     )
 
     def __init__(self, spec: "SymbolSpec", seed: str, depth_ticks: int = 400, density: float = 0.85,
-                 start_ts_us: int = 0, max_log: int = 1 << 18) -> None:
+                 start_ts_us: int = 0, max_log: int = 1 << 18, ring: bool = False) -> None:
         self.spec = spec
         self.tick = spec.tick_units
         self.lot = spec.lot_units
@@ -63,12 +65,15 @@ class OrderBook:
         self.bid_ts: dict[int, int] = {}
         self.ask_ts: dict[int, int] = {}
         self.update_id = spec.first_update_id
-        self.trade_seq = array("q")
+        # by trade index like the tape; a ring when the tape is one (trimmed with it)
+        self.trade_seq = RingColumn("q") if ring else array("q")
         self.orders_applied = 0
         self.log_px = array("q")  # price, negated for asks
         self.log_qty = array("q")
         self.log_first = self.update_id + 1  # update id of log index 0
-        self.max_log = max(1024, int(max_log))
+        # With a bounded history (ring) the change log is kept shorter too: diff streams read only
+        # the changes since their last push (<= 1 s); half of 1 << 16 is over a minute of changes.
+        self.max_log = max(1024, int(min(max_log, 1 << 16) if ring else max_log))
         self.center = spec.anchor_units
         # initial state (update id = first_update_id, not in the log)
         rnd = self.rng.random

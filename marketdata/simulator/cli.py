@@ -48,7 +48,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--speed", type=float, default=1.0, help="simulated seconds per wall second (default 1)")
     p.add_argument("--end", default=None, help="simulated time after which no trades are generated")
     p.add_argument("--ground-truth", default=None, metavar="PATH", help="CSV of every generated trade")
-    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--history-minutes", type=float, default=None, metavar="MINUTES",
+                   help="keep only this much simulated time of trades for REST history and candles "
+                        "(memory stays bounded; default: keep every trade)")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=0, help="first venue's port; 0 = free ports (default)")
     p.add_argument("--ping-interval", type=float, default=20.0, help="server ping every N s (default 20)")
     p.add_argument("--pong-timeout", type=float, default=60.0, help="drop clients without pong for N s (default 60)")
@@ -65,7 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-uvloop", action="store_true", help="use the default asyncio loop")
     p.add_argument("--listed-only", action="store_true",
                    help="refuse symbols the modelled venue would not list (listings.py); `up` passes it")
-    p.add_argument("--log-level", default="WARNING")
+    p.add_argument("--log-level", default="WARNING", help="DEBUG, INFO, WARNING or ERROR (default WARNING)")
     return p
 
 
@@ -104,7 +107,8 @@ def config_from_args(args: argparse.Namespace) -> SimulatorConfig:
     return SimulatorConfig(
         venues=venues, symbols=symbols, rate=args.rate, rates=rates, seed=seed, start=args.start,
         symbol_weights=weights, speed=args.speed, end=args.end, ping_interval=args.ping_interval, pong_timeout=args.pong_timeout,
-        ground_truth=args.ground_truth, host=args.host, port=args.port, slice_ms=args.slice_ms,
+        ground_truth=args.ground_truth, history_s=None if args.history_minutes is None else args.history_minutes * 60,
+        host=args.host, port=args.port, slice_ms=args.slice_ms,
         max_send_buffer=args.max_send_buffer, venue_options=options, paused=args.paused,
         hold_clock=args.hold_clock,
         use_uvloop=not args.no_uvloop,

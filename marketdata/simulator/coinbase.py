@@ -496,7 +496,7 @@ class CoinbaseVenue(Venue):
         tape = self.tapes[si]
         n = len(tape)
         hi = n if after is None else tape.index_of_id(after)            # ids < after
-        lo = 0 if before is None else tape.index_of_id(before + 1)      # ids > before
+        lo = tape.first if before is None else tape.index_of_id(before + 1)      # ids > before
         if before is not None and after is None:
             hi = min(hi, lo + limit)      # the next newer page: adjacent to the cursor
         lo = max(lo, hi - limit)

@@ -18,6 +18,7 @@ from aiohttp import web
 
 from .clock import SimClock, parse_time_us
 from .groundtruth import GroundTruthWriter
+from .history import trim_venue
 from .venue import Venue, canonical_ok
 
 log = logging.getLogger(__name__)
@@ -72,6 +73,7 @@ class SimulatorConfig:
     ping_interval: float = 20.0
     pong_timeout: float = 60.0
     ground_truth: str | os.PathLike[str] | None = None
+    history_s: float | None = None   # simulated seconds of trades kept (None: all; see history.py)
     host: str = "127.0.0.1"
     port: int = 0
     ports: dict[str, int] = field(default_factory=dict)
@@ -109,6 +111,8 @@ class SimulatorConfig:
             raise ValueError("speed must be > 0")
         if self.rate < 0 or any(r < 0 for r in self.rates.values()):
             raise ValueError("rate must be >= 0")
+        if self.history_s is not None and not self.history_s > 0:
+            raise ValueError("history_s must be > 0 (or None to keep every trade)")
 
 
 class Simulator:
@@ -200,6 +204,8 @@ class Simulator:
         self._tasks = [asyncio.ensure_future(self._ticker())]
         if self._gt is not None:
             self._tasks.append(asyncio.ensure_future(self._gt_flusher()))
+        if self.config.history_s is not None:
+            self._tasks.append(asyncio.ensure_future(self._history_trimmer()))
         log.info("simulator up: %s", self.endpoints)
 
     def start_clocks(self, mono: float) -> None:
@@ -447,6 +453,30 @@ class Simulator:
                 self._flush_ground_truth()
             except Exception:  # pragma: no cover
                 log.exception("ground truth flush failed")
+
+
+    def trim_history(self) -> int:
+        """Drop trades older than ``history_s`` from every tape now (the trimmer does it every few
+        seconds); returns trades dropped. Thread-safe."""
+        if self.config.history_s is None:
+            return 0
+
+        def run() -> int:
+            self._flush_ground_truth()       # what is dropped must be in the ground truth first
+            written = self._gt._written if self._gt is not None else None
+            now = self.sim_now_us()
+            return sum(trim_venue(v, now, self.config.history_s, written) for v in self.venues.values())
+        return self._call(run)
+
+    async def _history_trimmer(self) -> None:
+        # Every ~tenth of the history in wall time (at least 1 s, at most 30 s).
+        interval = min(30.0, max(1.0, self.config.history_s / max(self.config.speed, 1e-9) / 10))
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                self.trim_history()
+            except Exception:  # pragma: no cover - trimming must not stop the exchange
+                log.exception("history trim failed")
 
 
 def write_endpoints_file(path: str | os.PathLike[str], text: str) -> None:

@@ -367,7 +367,7 @@ class GateioVenue(Venue):
             # platform ids of this pair are m * STRIDE + si: compare on the market id
             if reverse == "true":
                 hi = tape.index_of_id((last_id - si - 1) // PLATFORM_ID_STRIDE + 1)   # ids < last_id
-                lo = max(0, hi - limit)
+                lo = max(tape.first, hi - limit)
             else:
                 lo = tape.index_of_id((last_id - si) // PLATFORM_ID_STRIDE + 1)       # ids > last_id
                 hi = min(n, lo + limit)

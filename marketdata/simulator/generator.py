@@ -94,25 +94,119 @@ class SymbolSpec:
         )
 
 
+#: what a ring column answers for a dropped entry of a sorted column (ids, ts, order_start):
+#: below every real value, so a bisect over the column lands at or after the first kept entry
+BEFORE_RING = -(1 << 62)
+
+
+class RingColumn(array):
+    """A tape column whose oldest entries can be dropped while indices stay absolute.
+
+    ``len()`` and indices count every entry ever appended; ``base`` entries were dropped. Reading
+    a dropped index of a sorted column (ids, ts, order_start) returns ``floor`` (``BEFORE_RING``),
+    so a bisect over the whole column stays correct and lands on a kept entry; a dropped index of
+    any other column raises IndexError (a reader that walks past the ring fails loudly instead of
+    serving made-up trades). A slice returns only its kept part (a plain ``array``); iterating
+    yields the kept entries; appending is the plain array's. Used only when the simulator keeps a
+    bounded history (``history_s``); unbounded tapes use plain arrays.
+    """
+
+    __slots__ = ("base", "floor")
+
+    def __new__(cls, typecode: str, floor: int | None = None) -> "RingColumn":
+        self = super().__new__(cls, typecode)
+        self.base = 0
+        self.floor = floor
+        return self
+
+    def __len__(self) -> int:
+        return self.base + array.__len__(self)
+
+    def __getitem__(self, i):
+        b = self.base
+        if i.__class__ is int:
+            if i < 0:
+                i += b + array.__len__(self)
+            if i >= b:
+                return array.__getitem__(self, i - b)
+            if i < 0 or self.floor is None:
+                raise IndexError(f"tape index {i} is older than the simulator's history ring")
+            return self.floor
+        start, stop, step = i.indices(b + array.__len__(self))
+        return array.__getitem__(self, slice(max(0, start - b), max(0, stop - b), step))
+
+    def __setitem__(self, i, v) -> None:
+        if i.__class__ is not int:
+            raise TypeError("a ring column is changed one entry at a time")
+        b = self.base
+        if i < 0:
+            i += b + array.__len__(self)
+        if i < b:
+            raise IndexError(f"tape index {i} was dropped from the ring")
+        array.__setitem__(self, i - b, v)
+
+    def drop_before(self, index: int) -> int:
+        """Drop every entry below absolute ``index``; returns how many were dropped."""
+        k = min(index, len(self)) - self.base
+        if k <= 0:
+            return 0
+        array.__delitem__(self, slice(0, k))
+        self.base += k
+        return k
+
+
 class SymbolTape:
     """Column arrays of every trade generated for one symbol, in generation order.
 
     ``order_start[o]`` is the index of the first trade of taker order ``o``; the order's fills are
     ``order_start[o] .. order_start[o+1]-1`` (or to the end).  ``side`` is 1 for a taker buy, 0 for
     a taker sell.  ``ts`` and ``ids`` are non-decreasing, so lookups bisect.
+
+    With ``ring=True`` the columns are :class:`RingColumn`: ``drop_before`` forgets the oldest
+    trades (memory stays bounded) while every index keeps its meaning; ``first`` is the oldest
+    index still held (0 for a plain tape).
     """
 
     __slots__ = ("spec", "ids", "ts", "px", "qty", "side", "order_start", "withheld")
 
-    def __init__(self, spec: SymbolSpec) -> None:
+    def __init__(self, spec: SymbolSpec, ring: bool = False) -> None:
         self.spec = spec
-        self.ids = array("q")
-        self.ts = array("q")
-        self.px = array("q")
-        self.qty = array("q")
-        self.side = array("b")
-        self.order_start = array("q")
+        if ring:
+            self.ids = RingColumn("q", BEFORE_RING)
+            self.ts = RingColumn("q", BEFORE_RING)
+            self.px = RingColumn("q")
+            self.qty = RingColumn("q")
+            self.side = RingColumn("b")
+            self.order_start = RingColumn("q", BEFORE_RING)
+        else:
+            self.ids = array("q")
+            self.ts = array("q")
+            self.px = array("q")
+            self.qty = array("q")
+            self.side = array("b")
+            self.order_start = array("q")
         self.withheld = 0  # trades kept off the WebSocket by faults (still on the tape)
+
+    @property
+    def first(self) -> int:
+        """Index of the oldest trade still held."""
+        return getattr(self.ids, "base", 0)
+
+    def drop_before(self, index: int) -> int:
+        """Forget trades below ``index`` (rounded down to the start of the order holding it, so
+        an order is never split) and the orders that held them; returns trades dropped."""
+        if not isinstance(self.ids, RingColumn):
+            raise TypeError("this tape keeps its whole history (not a ring)")
+        index = min(index, len(self.ids))
+        o = self.order_of_index(index) if index < len(self.ids) else len(self.order_start)
+        if 0 <= o < len(self.order_start):
+            index = self.order_start[o]
+        if index <= self.first:
+            return 0
+        self.order_start.drop_before(o)
+        for col in (self.ts, self.px, self.qty, self.side):
+            col.drop_before(index)
+        return self.ids.drop_before(index)
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -132,15 +226,16 @@ class SymbolTape:
         return bisect_right(self.order_start, i) - 1
 
     def memory_bytes(self) -> int:
-        return sum(a.itemsize * len(a) for a in (self.ids, self.ts, self.px, self.qty, self.side, self.order_start))
+        return sum(a.itemsize * array.__len__(a)
+                   for a in (self.ids, self.ts, self.px, self.qty, self.side, self.order_start))
 
 
 class _SymState:
     __slots__ = ("spec", "tape", "bid", "tick", "lot", "qmean", "anchor", "next_id", "app")
 
-    def __init__(self, spec: SymbolSpec) -> None:
+    def __init__(self, spec: SymbolSpec, ring: bool = False) -> None:
         self.spec = spec
-        self.tape = SymbolTape(spec)
+        self.tape = SymbolTape(spec, ring)
         self.bid = spec.anchor_units
         self.tick = spec.tick_units
         self.lot = spec.lot_units
@@ -154,11 +249,11 @@ class _SymState:
 class TradeGenerator:
     """Generates taker orders for a fixed list of symbols from one seeded RNG."""
 
-    def __init__(self, specs: list[SymbolSpec], seed: str) -> None:
+    def __init__(self, specs: list[SymbolSpec], seed: str, ring: bool = False) -> None:
         if not specs:
             raise ValueError("at least one symbol is required")
         self.specs = specs
-        self.states = [_SymState(s) for s in specs]
+        self.states = [_SymState(s, ring) for s in specs]
         self.tapes = [st.tape for st in self.states]
         self._rng = random.Random(f"{seed}:orders")
         weights = [max(0.0, s.weight) for s in specs]

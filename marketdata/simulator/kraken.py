@@ -831,12 +831,12 @@ class KrakenVenue(Venue):
         tape = self.tapes[si]
         rows: list[list[Any]] = []
         d = self._pdec[si]
-        if len(tape):
-            t0 = tape.ts[0] - tape.ts[0] % iv
+        if len(tape) > tape.first:
+            t0 = tape.ts[tape.first] - tape.ts[tape.first] % iv
             # previous close before the window (for leading empty bars)
             b = max(first_b, t0)
             i = bisect_left(tape.ts, b)
-            prev = tape.px[i - 1] if i > 0 else None
+            prev = tape.px[i - 1] if i > tape.first else None
             ts, pxs_all, qs_all = tape.ts, tape.px, tape.qty
             while b <= cur:
                 j = bisect_left(ts, b + iv, i)

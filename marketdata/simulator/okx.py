@@ -547,12 +547,12 @@ class OkxVenue(Venue):
         n = len(tape)
         if typ == "1":
             hi = n if after is None else tape.index_of_id(after)  # ids < after
-            lo = 0 if before is None else tape.index_of_id(before + 1)  # ids > before
+            lo = tape.first if before is None else tape.index_of_id(before + 1)  # ids > before
         else:
             if before is not None:
                 raise OkxError("51000", "Parameter before error")
             hi = n if after is None else tape.index_at_ts(after * 1000)  # ts < after (ms)
-            lo = 0
+            lo = tape.first
         if hi <= lo:
             return []
         return self._rows(si, range(hi - 1, max(lo, hi - limit) - 1, -1))

@@ -48,6 +48,8 @@ def config_to_argv(cfg: SimulatorConfig) -> list[str]:
         argv += ["--end", t(cfg.end)]
     if cfg.ground_truth:
         argv += ["--ground-truth", os.fspath(cfg.ground_truth)]
+    if cfg.history_s is not None:
+        argv += ["--history-minutes", repr(cfg.history_s / 60)]
     for v, opts in cfg.venue_options.items():
         for k, val in opts.items():
             argv += ["--venue-option", f"{v}.{k}={json.dumps(val)}"]

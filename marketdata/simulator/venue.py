@@ -115,13 +115,14 @@ class Venue:
         self.symbols = [s.canonical for s in self.specs]
         if len(set(self.symbols)) != len(self.symbols):
             raise ValueError(f"{self.name}: duplicate symbols in {symbols}")
-        self.gen = TradeGenerator(self.specs, seed)
+        ring = self.config.history_s is not None      # a bounded history (see simulator/history.py)
+        self.gen = TradeGenerator(self.specs, seed, ring=ring)
         self.tapes = self.gen.tapes
         # one deterministic order book per symbol, advanced with every taker order
         self.books_enabled = bool(self.options.get("books", True)) or self.books_required
         depth_ticks = int(self.options.get("book_depth_ticks", 400))
         self.books = [OrderBook(sp, seed, depth_ticks, float(self.options.get("book_density", 0.85)),
-                                sim.clock.start_us) for sp in self.specs] if self.books_enabled else []
+                                sim.clock.start_us, ring=ring) for sp in self.specs] if self.books_enabled else []
         self.rate = float(rate)
         self.faults = FaultRegistry()
         self.conns: dict[int, WSConnection] = {}
@@ -671,7 +672,8 @@ class Venue:
                 "generated": n,
                 "orders": len(tape.order_start),
                 "withheld": tape.withheld,
-                "first_trade_id": tape.ids[0] if n else None,
+                "first_trade_id": tape.ids[tape.first] if n > tape.first else None,
+                "history_from_index": tape.first,
                 "last_trade_id": tape.ids[-1] if n else None,
                 "next_trade_id": self.gen.states[si].next_id,
                 "last_ts_us": tape.ts[-1] if n else None,
@@ -705,6 +707,7 @@ class Venue:
             raise KeyError(symbol)
         tape = self.tapes[si]
         stop = len(tape) if stop is None else min(stop, len(tape))
+        start = max(start, tape.first)
         return [
             {
                 "trade_id": self.fmt_trade_id(si, tape.ids[i]),
@@ -726,7 +729,7 @@ class Venue:
         n = len(ts)
         hi_idx = n if hi_us is None else bisect_left(ts, hi_us - hi_us % iv_us + iv_us)
         if lo_us is None:
-            lo_idx = 0
+            lo_idx = self.tapes[si].first
         else:
             lo_b = lo_us if lo_us % iv_us == 0 else lo_us - lo_us % iv_us + iv_us
             lo_idx = bisect_left(ts, lo_b)
