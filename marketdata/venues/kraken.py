@@ -277,16 +277,18 @@ class Parser:
         if event in ("heartbeat", "pong", "systemStatus"):
             return [Ignored(event)]
         if event == "subscriptionStatus":
-            pair = msg.get("pair")
+            pair = msg.get("pair") if isinstance(msg.get("pair"), str) else None
             status = msg.get("status")
             if status == "subscribed":
                 cid = msg.get("channelID")
-                if not isinstance(cid, int) or pair not in self.symbols:
+                if type(cid) is not int or pair not in self.symbols:
                     raise MalformedFrame(f"subscriptionStatus without a usable channelID/pair: {msg}")
                 self.channels[cid] = (pair, self.symbols[pair])
                 return self._acked(pair, msg.get("reqid"))
             if status == "unsubscribed":
-                self.channels.pop(msg.get("channelID"), None)
+                cid = msg.get("channelID")
+                if type(cid) is int:
+                    self.channels.pop(cid, None)
                 return [Ignored("unsubscribed")]
             return [VenueError("subscriptionStatus", f"{pair}: {msg.get('errorMessage', status)}", msg.get("reqid"))]
         if event == "error":
@@ -301,7 +303,7 @@ class Parser:
         channel_name, pair = msg[-2], msg[-1]
         if channel_name != "trade":
             return [Unrecognised(f"channel {channel_name[:40]}", "a data channel this parser does not read")]
-        known = self.channels.get(msg[0])
+        known = self.channels.get(msg[0]) if type(msg[0]) is int else None
         if known is None:
             if pair not in self.symbols:
                 return [UnknownSymbol(pair)]
@@ -343,7 +345,9 @@ class Parser:
         if method == "subscribe":
             result = msg.get("result") if isinstance(msg.get("result"), dict) else {}
             if msg.get("success") is True:
-                vs = next((w for w, c in self.symbols.items() if self.v2_symbols.get(result.get("symbol")) == c), None)
+                sym = result.get("symbol")
+                sym = self.v2_symbols.get(sym) if type(sym) is str else None
+                vs = next((w for w, c in self.symbols.items() if sym is not None and sym == c), None)
                 if vs is None:
                     return [Ignored("ack")]
                 return self._acked(vs, msg.get("req_id"))

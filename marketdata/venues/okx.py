@@ -123,7 +123,7 @@ class Parser:
         if not isinstance(arg, dict) or not isinstance(data, list):
             raise MalformedFrame("frame has neither event nor arg+data")
         channel = arg.get("channel")
-        if channel not in CHANNELS:
+        if type(channel) is not str or channel not in CHANNELS:
             return [Unrecognised(f"channel {str(channel)[:40]}", "a data channel this parser does not read")]
         out = []
         try:
