@@ -8,7 +8,7 @@ may only ever return its own events -- ticks that are well-formed canonical tick
 control/unknown/unrecognised events of marketdata.venues.base -- or raise MalformedFrame.
 Anything else (a TypeError, a tick with a number where text belongs) fails the test.
 
-Cases per venue: MARKETDATA_FUZZ_EXAMPLES (default 400). Runs are derandomized so CI is
+Cases per venue: MARKETDATA_FUZZ_EXAMPLES (default 300). Runs are derandomized so CI is
 repeatable; set MARKETDATA_FUZZ_SEED to explore other inputs. `--hypothesis-show-statistics`
 prints how many cases each venue ran.
 """
@@ -29,7 +29,7 @@ from marketdata.venues.base import MAX_TS_US, PARSER_EVENTS, LastTradeId, Malfor
 
 from .corpus_cases import RECV_US, load, parser_for
 
-EXAMPLES = int(os.environ.get("MARKETDATA_FUZZ_EXAMPLES", "400"))
+EXAMPLES = int(os.environ.get("MARKETDATA_FUZZ_EXAMPLES", "300"))
 SEED = os.environ.get("MARKETDATA_FUZZ_SEED")
 CORPUS = {v: load(v) for v in venues.names()}
 ALL_FRAMES = sorted({c["frame"] for cs in CORPUS.values() for c in cs} | {f for cs in CORPUS.values() for c in cs

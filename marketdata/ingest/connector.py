@@ -439,6 +439,8 @@ class VenueConnector:
                         log.warning("%s %s: trades arrive without %s; continuity falls back to time "
                                     "(holes are spans of time, repaired by time) until it is back",
                                     name, t.symbol, ev.missing)
+                        if seq.holes:
+                            self._repair_wake.set()     # an open span became a closed span of time
                 elif type(ev) is Unrecognised:
                     self._on_unrecognised(ev, frame)
                 elif type(ev) is Replay:

@@ -3,6 +3,11 @@
 A venue module is protocol knowledge only. It turns raw frames into these events and builds
 the requests the runtime sends; the runtime (``marketdata.ingest``) owns sockets, timers,
 sequence state and Redis.
+
+The parser contract (held by marketdata_tests/test_parser_fuzz.py): ``parse`` returns only the
+events below, or raises MalformedFrame. Ticks are built with ``trade_tick`` (checked fields). A
+control frame (pong, heartbeat, ack, status) is ``Ignored``; a well-formed data frame the parser
+does not read is ``Unrecognised`` (counted and logged by the runtime), never passed over.
 """
 
 from __future__ import annotations
@@ -75,8 +80,10 @@ class LastTradeId:
 @dataclass(slots=True)
 class Replay:
     """Recent trades a venue replays on every (re)subscribe (Bitfinex's trades snapshot), oldest
-    first. They overlap what we have: trades older than the symbol's tape are not news and are
-    dropped; the rest go through as ticks (known ids are de-duplicated there)."""
+    first. They are real trades (`decode` prints them). They overlap what we have: trades older than
+    the symbol's tape are not news and are dropped; the rest go through as ticks (known ids are
+    de-duplicated there); a snapshot reaching back over our last trade closes the span we were
+    away without REST (ingest/sequence.py `on_replay`)."""
     symbol: str            # canonical
     ticks: list
 
