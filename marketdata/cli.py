@@ -138,7 +138,8 @@ def _main(argv: list[str]) -> int:
             return 2
         counts = decode(venue, symbols, options=options)
         print(f"{a.venue}: {counts['frames']} frames, {counts['ticks']} ticks, {counts['malformed']} malformed, "
-              f"{counts['unknown_symbol']} unknown symbol", file=sys.stderr)
+              f"{counts['unknown_symbol']} unknown symbol, {counts['unrecognised']} unrecognised, "
+              f"{counts['unsequenced']} without a sequence field", file=sys.stderr)
         return 0
     if cmd == "migrate":
         from .storage.clickhouse import ClickHouse

@@ -13,7 +13,7 @@ from . import venues as venue_registry
 from .clock import now_us
 from .storage.redis import client
 from .stream import STREAMS_SET, decode_entry, parse_stream_key, stream_key
-from .venues.base import MalformedFrame, UnknownSymbol, VenueError
+from .venues.base import MalformedFrame, Replay, UnknownSymbol, Unrecognised, Unsequenced, VenueError
 from .tick import Tick
 
 
@@ -82,11 +82,19 @@ DECODE_VARIANTS = {"kraken-v1": ("kraken", {"protocol": "v1"})}
 def decode(venue: str, symbols: list[str], inp: IO = sys.stdin, out: IO = sys.stdout,
            err: IO = sys.stderr, options: dict | None = None) -> dict:
     """Read raw frames (one per line, as received) and print canonical ticks as JSON lines, with the
-    connector's own parser. Returns counts of ticks, malformed frames and unknown symbols."""
+    connector's own parser. Snapshot trades (Bitfinex) and trades without a sequence field (Gate.io
+    before `id_market`) are ticks too. Returns counts of ticks, malformed frames, unrecognised
+    frames, unknown symbols and unsequenced trades."""
     mod = venue_registry.get(venue)
     options = options or {}
     parser = mod.Parser({mod.to_venue_symbol(s): s for s in symbols}, options)
-    counts = {"frames": 0, "ticks": 0, "malformed": 0, "unknown_symbol": 0, "other": 0}
+    counts = {"frames": 0, "ticks": 0, "malformed": 0, "unrecognised": 0, "unknown_symbol": 0,
+              "unsequenced": 0, "other": 0}
+
+    def emit(t: Tick) -> None:
+        out.write(orjson.dumps(t.as_dict()).decode() + "\n")
+        counts["ticks"] += 1
+
     for line in inp:
         line = line.rstrip("\r\n")
         if not line:
@@ -100,8 +108,17 @@ def decode(venue: str, symbols: list[str], inp: IO = sys.stdin, out: IO = sys.st
             continue
         for ev in events:
             if isinstance(ev, Tick):
-                out.write(orjson.dumps(ev.as_dict()).decode() + "\n")
-                counts["ticks"] += 1
+                emit(ev)
+            elif isinstance(ev, Replay):
+                for t in ev.ticks:
+                    emit(t)
+            elif isinstance(ev, Unsequenced):
+                counts["unsequenced"] += 1
+                emit(ev.tick)
+            elif isinstance(ev, Unrecognised):
+                counts["unrecognised"] += 1
+                err.write(f"{venue}: frame {counts['frames']} not recognised ({ev.kind}"
+                          f"{': ' + ev.detail if ev.detail else ''})\n")
             elif isinstance(ev, UnknownSymbol):
                 counts["unknown_symbol"] += 1
                 err.write(f"{venue}: unknown symbol {ev.venue_symbol!r} in frame {counts['frames']} "

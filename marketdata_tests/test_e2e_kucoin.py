@@ -140,7 +140,8 @@ REFERENCE_FRAMES = [
 def test_parser_reads_reference_frames():
     out, err = io.StringIO(), io.StringIO()
     counts = tools.decode("kucoin", ["BTC-USDT", "ETH-USDT"], io.StringIO("\n".join(REFERENCE_FRAMES)), out, err)
-    assert counts == {"frames": 9, "ticks": 2, "malformed": 2, "unknown_symbol": 1, "other": 4}, err.getvalue()
+    assert counts == {"frames": 9, "ticks": 2, "malformed": 2, "unrecognised": 0, "unknown_symbol": 1,
+                      "unsequenced": 0, "other": 4}, err.getvalue()
     btc, eth = [orjson.loads(line) for line in out.getvalue().splitlines()]
     # ns -> µs; side is the taker's; the id is the sequence (or the old ObjectId) as text.
     assert (btc["ts_us"], btc["close"], btc["volume"], btc["side"], btc["trade_id"]) == \

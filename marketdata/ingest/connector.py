@@ -25,7 +25,7 @@ from ..storage.redis import async_client
 from ..stream import Gap, health_key, sequence_key
 from ..tick import Tick
 from ..venues.base import (Ack, HttpRequest, LastTradeId, MalformedFrame, Pause, Reconnect, Replay,
-                           UnknownSymbol, VenueError)
+                           UnknownSymbol, Unrecognised, Unsequenced, VenueError)
 from .backoff import Backoff
 from .publisher import Publisher
 from .rest import RestError, VenueRest
@@ -105,6 +105,8 @@ class VenueConnector:
         self.seqs: dict[str, SymbolSequence] = {}
         self.by_venue_symbol: dict[str, str] = {}
         self.malformed = 0
+        self.unrecognised = 0             # well-formed frames the parser does not read (counted, logged)
+        self._unrecognised_kinds: dict[str, int] = {}
         self.unknown_symbols = 0
         self.instruments_checked = True      # False: offline start, symbols not checked (load_instruments)
         self.venue_errors = 0
@@ -411,6 +413,9 @@ class VenueConnector:
                 if type(ev) is Tick:
                     self.ticks_in += 1
                     seq = seqs[ev.symbol]
+                    if seq.fallback and ev.event == "trade":
+                        log.info("%s %s: trade ids are back; id continuity resumes at %s", name, ev.symbol,
+                                 ev.trade_id)
                     tid = int(ev.trade_id) if sequential else 0
                     # a correction/cancel (Alpaca) re-uses its trade's id: never a duplicate or a gap
                     if ev.event != "trade" or seq.accept(ev, tid, gaps,
@@ -440,12 +445,31 @@ class VenueConnector:
                                         g.to_id, g.found_by)
                         gaps.clear()
                         self._repair_wake.set()
+                elif type(ev) is Unsequenced:
+                    t = ev.tick
+                    self.ticks_in += 1
+                    seq = seqs[t.symbol]
+                    was = seq.fallback
+                    if seq.accept_unsequenced(t, ev.missing):
+                        await publisher.put(t)
+                    if not was:
+                        log.warning("%s %s: trades arrive without %s; continuity falls back to time "
+                                    "(holes are spans of time, repaired by time) until it is back",
+                                    name, t.symbol, ev.missing)
+                        if seq.holes:
+                            self._repair_wake.set()     # an open span became a closed span of time
+                elif type(ev) is Unrecognised:
+                    self._on_unrecognised(ev, frame)
                 elif type(ev) is Replay:
                     # The fresh part joins this frame's events (list iteration sees appended items).
-                    seq = seqs[ev.symbol]
-                    fresh = [t for t in ev.ticks if t.ts_us >= seq.last_ts]
-                    seq.duplicates += len(ev.ticks) - len(fresh)
+                    fresh = seqs[ev.symbol].on_replay(ev.ticks, gaps)
                     events.extend(fresh)
+                    if gaps:
+                        for g in gaps:
+                            publisher.put_gap(g)
+                            log.info("%s %s: the span since %s closed from the venue's snapshot (%d trades)",
+                                     name, g.symbol, g.from_us, g.recovered)
+                        gaps.clear()
                 elif type(ev) is Pause:
                     log.warning("%s: venue paused the link (%s); a gap until it is replaced", name, ev.reason)
                     paused = True
@@ -468,6 +492,18 @@ class VenueConnector:
                     await ws.close()
                     return
             self.last_tick_recv_us = recv
+
+    def _on_unrecognised(self, ev: Unrecognised, frame) -> None:
+        """Count a frame the parser does not read and log it: the first of each kind, then every
+        1000th (a venue that starts a new data stream must not flood the log, nor go unseen)."""
+        self.unrecognised += 1
+        n = self._unrecognised_kinds.get(ev.kind, 0) + 1
+        if n == 1 and len(self._unrecognised_kinds) >= 1000:
+            self._unrecognised_kinds.clear()      # bounded, even if kinds vary without end
+        self._unrecognised_kinds[ev.kind] = n
+        if n == 1 or n % 1000 == 0:
+            log.warning("%s: frame not recognised (%s%s), %d of this kind: %.200r", self.name, ev.kind,
+                        f": {ev.detail}" if ev.detail else "", n, frame)
 
     # --- repair, coverage, health -----------------------------------------------------------
 
@@ -584,7 +620,10 @@ class VenueConnector:
             "symbols": len(self.seqs), "ticks_in": self.ticks_in,
             "ticks_published": self.publisher.published_ticks if self.publisher else 0,
             "queued": self.publisher.queued if self.publisher else 0,
-            "malformed": self.malformed, "unknown_symbols": self.unknown_symbols,
+            "malformed": self.malformed, "unrecognised": self.unrecognised,
+            "unknown_symbols": self.unknown_symbols,
+            "unsequenced": sum(s.unsequenced for s in seqs),
+            "sequence_fallback": ",".join(sorted(f"{s.symbol}:{s.fallback}" for s in seqs if s.fallback)),
             "venue_errors": self.venue_errors, "reconnects": self.reconnects, "rotations": self.rotations,
             "repair_requests": self.repair_requests,
             "gaps_found": sum(s.gaps_found for s in seqs),

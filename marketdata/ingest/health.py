@@ -11,7 +11,10 @@ Inputs are the health hashes the processes refresh every second in Redis:
 A venue is healthy when its heartbeat is fresher than ``stale_s``, its state is not "stopped" and
 its receive lag (venue event time -> our receive time of the last tick) is within ``max_lag_ms``.
 Symbols the process reports silent (``silent_symbols``: subscribed, yet no trade and no coverage
-progress for a while) are a warning, not a failure.
+progress for a while) are a warning, not a failure; so are symbols whose continuity fell back to
+time because the venue stopped sending its sequence field (``sequence_fallback``: SYMBOL:field,
+comma-separated; their trades still flow, gaps are found by time), and frames the parser did not
+recognise (``unrecognised``: counted and logged by the process, never silently passed over).
 A persist worker is healthy when its heartbeat is fresh and its lag (age of the oldest entry it
 has not yet acknowledged) is within ``persist_max_lag_ms``; the persist side as a whole is
 healthy when at least one worker is live and every live worker is healthy.
@@ -154,6 +157,9 @@ class VenueHealth:
     ticks_per_s: float | None = None
     queued: int = 0
     malformed: int = 0
+    unrecognised: int = 0
+    unsequenced: int = 0
+    sequence_fallback: list[str] = field(default_factory=list)
     reconnects: int = 0
     open_holes: int = 0
     gaps_found: int = 0
@@ -197,7 +203,10 @@ def evaluate_venue(venue: str, raw: Mapping[str, str] | None, now_us: int, bound
         lag_ms=round(_int(raw, "lag_us") / 1000.0, 3), connections=_int(raw, "connections"),
         symbols=_int(raw, "symbols"), ticks_in=_int(raw, "ticks_in"),
         ticks_published=_int(raw, "ticks_published"), queued=_int(raw, "queued"),
-        malformed=_int(raw, "malformed"), reconnects=_int(raw, "reconnects"),
+        malformed=_int(raw, "malformed"), unrecognised=_int(raw, "unrecognised"),
+        unsequenced=_int(raw, "unsequenced"),
+        sequence_fallback=[s for s in raw.get("sequence_fallback", "").split(",") if s],
+        reconnects=_int(raw, "reconnects"),
         open_holes=_int(raw, "open_holes"), gaps_found=_int(raw, "gaps_found"),
         gaps_repaired=_int(raw, "gaps_repaired"), gaps_unrepairable=_int(raw, "gaps_unrepairable"),
         last_tick_recv_us=last_recv,
@@ -222,6 +231,11 @@ def evaluate_venue(venue: str, raw: Mapping[str, str] | None, now_us: int, bound
     if h.silent_symbols and h.state != "stopped":
         h.warnings.append(f"subscribed but silent (no trade, no coverage progress): "
                           f"{', '.join(h.silent_symbols)}; is the pair traded on {venue}?")
+    if h.sequence_fallback and h.state != "stopped":
+        h.warnings.append("continuity by time, not by trade id (the venue's frames lack the sequence "
+                          f"field): {', '.join(h.sequence_fallback)}")
+    if h.unrecognised:
+        h.warnings.append(f"{h.unrecognised} frame(s) the parser does not recognise (see the ingest log)")
     h.healthy = not h.reasons
     return h
 

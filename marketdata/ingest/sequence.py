@@ -10,7 +10,13 @@ Rules (DESIGN.md, "Venues and connectors"):
   while idle, up to the venue clock estimated from the last venue timestamp plus local elapsed
   time, less the venue's lateness allowance; never while disconnected;
 - a hole that cannot be repaired is skipped: coverage resumes after the trade that followed it,
-  so its minutes stay incomplete instead of being silently filled.
+  so its minutes stay incomplete instead of being silently filled;
+- a trade without the venue's sequence field (`accept_unsequenced`) is published all the same and
+  the symbol falls back to time-based continuity (`fallback` names the missing field): an open
+  id hole becomes a span of time, later holes are spans of time, and the first trade that carries
+  the field again resumes id continuity from itself;
+- a snapshot the venue replays on (re)subscribe (`on_replay`) that reaches back over a trade we
+  had holds every trade since: the span we were away closes from it, without REST.
 """
 
 from __future__ import annotations
@@ -69,6 +75,8 @@ class SymbolSequence:
     gaps_found: int = 0
     gaps_repaired: int = 0
     gaps_unrepairable: int = 0
+    fallback: str = ""            # the sequence field the venue stopped sending: continuity by time
+    unsequenced: int = 0          # trades that came without it
     _recent: OrderedDict = field(default_factory=OrderedDict, repr=False)
 
     # --- trades -------------------------------------------------------------------------------
@@ -77,7 +85,9 @@ class SymbolSequence:
         """A trade from the WebSocket. True if it is new and must be published. `first`: the first
         id a venue-aggregated tick covers (OKX: tradeId - count + 1); default `tid`."""
         if not self.sequential:
-            return self._accept_by_time(tick)
+            if not self.fallback:
+                return self._accept_by_time(tick)
+            self._resume_ids(tick)
         f = tid if first is None else first
         ts = tick.ts_us
         if ts > self.venue_ts:
@@ -105,6 +115,55 @@ class SymbolSequence:
         self.last_id, self.last_ts = tid, ts
         self._check_late(ts)
         return True
+
+    def accept_unsequenced(self, tick: Tick, missing: str) -> bool:
+        """A trade without the venue's sequence field (`missing`): never dropped for it. From here
+        the symbol's continuity is by time: what we can know is that we were subscribed. True if
+        it is new and must be published; True from `fallback` changing is the caller's cue to log."""
+        self.unsequenced += 1
+        if self.sequential:
+            self.sequential = False
+            self.fallback = missing
+            tail = self.holes[-1] if self.holes else None
+            if tail is not None and not tail.closed:
+                tail.by_time = True           # the span since the reconnect: repaired by time
+            if self.last_id is None:
+                self.last_id = 0
+        return self._accept_by_time(tick)
+
+    def _resume_ids(self, tick: Tick) -> None:
+        """The sequence field is back: id continuity starts again from this trade (the time
+        before it was vouched for by the subscription, and an open span closes at it)."""
+        tail = self.holes[-1] if self.holes else None
+        if tail is not None and not tail.closed:
+            tail.after_ts = tick.ts_us
+        self.sequential = True
+        self.fallback = ""
+        self.last_id = None
+
+    def on_replay(self, ticks: list[Tick], gaps_out: list[Gap]) -> list[Tick]:
+        """A snapshot of the venue's latest trades, oldest first, replayed on a (re)subscribe
+        (Bitfinex). Returns the trades to pass on: those not older than our tape (known ids among
+        them are de-duplicated by `accept`), so a resubscribe never counts a trade twice. When the
+        snapshot reaches back over the last trade we had -- it holds an id we have, or its oldest
+        trade is older than our last -- nothing since is missing: the open span we were away
+        closes here, without REST (recorded repaired from the snapshot if it held trades we lacked)."""
+        fresh = [t for t in ticks if t.ts_us >= self.last_ts]
+        self.duplicates += len(ticks) - len(fresh)
+        tail = self.holes[-1] if self.holes else None
+        if (tail is None or tail.closed or not tail.by_time or tail.dead or not ticks or self.last_id is None
+                or not self.connected):
+            return fresh
+        if not (ticks[0].ts_us < self.last_ts or any(t.trade_id in self._recent for t in ticks)):
+            return fresh
+        self.holes.pop()
+        new = [t for t in fresh if t.trade_id not in self._recent]
+        if new:
+            tail.recovered += len(new)
+            tail.after_ts = new[0].ts_us
+            self.gaps_repaired += 1
+            gaps_out.append(self._gap(tail, "repaired", "ws_snapshot"))
+        return fresh
 
     def _accept_by_time(self, tick: Tick) -> bool:
         """Without consecutive ids a dropped message cannot be seen; what we can know is that we
@@ -367,7 +426,7 @@ class SymbolSequence:
     def state(self) -> dict:
         return {"last_id": "" if self.last_id is None else str(self.last_id), "last_ts": str(self.last_ts),
                 "covered_to": "" if self.covered_to is None else str(self.covered_to),
-                "holes": orjson.dumps([h.as_json() for h in self.holes])}
+                "holes": orjson.dumps([h.as_json() for h in self.holes]), "fallback": self.fallback}
 
     def restore(self, raw: dict) -> None:
         """Resume from stored state: what was missing stays missing, and the time we were away is a hole."""
@@ -380,6 +439,9 @@ class SymbolSequence:
             self.covered_to = int(st["covered_to"])
         if st.get("holes"):
             self.holes = [Hole(**h) for h in orjson.loads(st["holes"])]
+        if st.get("fallback") and self.sequential:
+            # Stopped while the venue sent no sequence field: the time away is a span of time.
+            self.sequential, self.fallback = False, st["fallback"]
         # The time we were away is an open-ended hole (unless one from before is still open).
         if self.last_id is not None and not (self.holes and not self.holes[-1].closed):
             self._open(self._span_hole("restart"), [])

@@ -32,7 +32,8 @@ from typing import Any
 import orjson
 
 from ..tick import Tick
-from .base import (Ack, HttpRequest, Ignored, Instrument, MalformedFrame, UnknownSymbol, VenueError, reject_unknown_options)
+from .base import (Ack, HttpRequest, Ignored, Instrument, MalformedFrame, UnknownSymbol, Unrecognised,
+                   VenueError, reject_unknown_options, trade_tick)
 
 NAME = "alpaca"
 LIVE_WS_URL = "wss://stream.data.alpaca.markets"
@@ -105,6 +106,8 @@ def parse_time_us(value: str) -> int:
     """RFC 3339 with 0..9 fractional digits and `Z` -> µs UTC (fromisoformat cannot take ns)."""
     try:
         head, _, frac = value.rstrip("Z").partition(".")
+        if frac and not (frac.isascii() and frac.isdigit()):
+            raise ValueError(frac)
         dt = datetime.strptime(head, "%Y-%m-%dT%H:%M:%S").replace(tzinfo=timezone.utc)
         us = int((frac + "000000")[:6]) if frac else 0
     except (ValueError, AttributeError, TypeError):
@@ -115,6 +118,13 @@ def parse_time_us(value: str) -> int:
 def _rfc3339(us: int) -> str:
     s, rest = divmod(us, 1_000_000)
     return datetime.fromtimestamp(s, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%S") + f".{rest:06d}Z"
+
+
+def _id(v: Any) -> str:
+    """Trade ids are integers on the wire."""
+    if type(v) is not int:
+        raise MalformedFrame(f"trade id {str(v)[:40]!r} is not an integer")
+    return str(v)
 
 
 def _num(v: Any) -> str:
@@ -183,8 +193,8 @@ class Parser:
             if sym is None:
                 out.append(UnknownSymbol(m["S"]))
                 return
-            out.append(Tick.trade(NAME, sym, parse_time_us(m["t"]), _num(m["p"]), _num(m["s"]), "unknown",
-                                  str(m["i"]), recv_us))
+            out.append(trade_tick(NAME, sym, parse_time_us(m["t"]), _num(m["p"]), _num(m["s"]), "unknown",
+                                  _id(m["i"]), recv_us))
         elif t == "c":
             sym = self.symbols.get(m["S"])
             if sym is None:
@@ -192,17 +202,17 @@ class Parser:
                 return
             ts = parse_time_us(m["t"])
             if m["ci"] != m["oi"]:
-                out.append(Tick.trade(NAME, sym, ts, _num(m["op"]), _num(m["os"]), "unknown", str(m["oi"]),
+                out.append(trade_tick(NAME, sym, ts, _num(m["op"]), _num(m["os"]), "unknown", _id(m["oi"]),
                                       recv_us, event="cancel"))
-            out.append(Tick.trade(NAME, sym, ts, _num(m["cp"]), _num(m["cs"]), "unknown", str(m["ci"]),
+            out.append(trade_tick(NAME, sym, ts, _num(m["cp"]), _num(m["cs"]), "unknown", _id(m["ci"]),
                                   recv_us, event="correct"))
         elif t == "x":
             sym = self.symbols.get(m["S"])
             if sym is None:
                 out.append(UnknownSymbol(m["S"]))
                 return
-            out.append(Tick.trade(NAME, sym, parse_time_us(m["t"]), _num(m["p"]), _num(m["s"]), "unknown",
-                                  str(m["i"]), recv_us, event="cancel"))
+            out.append(trade_tick(NAME, sym, parse_time_us(m["t"]), _num(m["p"]), _num(m["s"]), "unknown",
+                                  _id(m["i"]), recv_us, event="cancel"))
         elif t == "success":
             msg = m.get("msg")
             out.append(Ack("auth") if msg == "authenticated" else Ignored(str(msg)))
@@ -212,8 +222,8 @@ class Parser:
             code = m.get("code")
             fix = _FIXES.get(code, "")
             out.append(VenueError(code, f"{m.get('msg', '')}" + (f" -- {fix}" if fix else "")))
-        else:
-            out.append(Ignored(str(t)))      # quotes, bars, statuses, and types Alpaca adds later
+        else:      # quotes, bars, statuses (not subscribed), and types Alpaca adds later
+            out.append(Unrecognised(f"T {str(t)[:40]}", "a message type this parser does not read"))
 
 
 # --- REST repair ----------------------------------------------------------------------------------

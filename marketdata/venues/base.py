@@ -3,11 +3,18 @@
 A venue module is protocol knowledge only. It turns raw frames into these events and builds
 the requests the runtime sends; the runtime (``marketdata.ingest``) owns sockets, timers,
 sequence state and Redis.
+
+The parser contract (held by marketdata_tests/test_parser_fuzz.py): ``parse`` returns only the
+events below, or raises MalformedFrame. Ticks are built with ``trade_tick`` (checked fields). A
+control frame (pong, heartbeat, ack, status) is ``Ignored``; a well-formed data frame the parser
+does not read is ``Unrecognised`` (counted and logged by the runtime), never passed over.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
 from typing import Any
 
 import orjson
@@ -73,8 +80,10 @@ class LastTradeId:
 @dataclass(slots=True)
 class Replay:
     """Recent trades a venue replays on every (re)subscribe (Bitfinex's trades snapshot), oldest
-    first. They overlap what we have: trades older than the symbol's tape are not news and are
-    dropped; the rest go through as ticks (known ids are de-duplicated there)."""
+    first. They are real trades (`decode` prints them). They overlap what we have: trades older than
+    the symbol's tape are not news and are dropped; the rest go through as ticks (known ids are
+    de-duplicated there); a snapshot reaching back over our last trade closes the span we were
+    away without REST (ingest/sequence.py `on_replay`)."""
     symbol: str            # canonical
     ticks: list
 
@@ -88,8 +97,26 @@ class Pause:
 
 @dataclass(slots=True)
 class Ignored:
-    """A well-formed frame that carries nothing for us (heartbeats, info)."""
+    """A well-formed control frame the parser recognises and that carries nothing for us
+    (pongs, heartbeats, acks of other requests, status). Never a data frame."""
     kind: str = ""
+
+
+@dataclass(slots=True)
+class Unrecognised:
+    """A well-formed frame the parser does not read: a data channel, topic, type or event it was
+    not told about. Nothing is silently passed over: the runtime counts and logs it."""
+    kind: str
+    detail: str = ""
+
+
+@dataclass(slots=True)
+class Unsequenced:
+    """A trade that lacks the venue's sequence field (Gate.io `id_market` in recordings before
+    2025-01-08). The trade is published all the same; the symbol's continuity falls back to
+    time (holes are spans of time, repaired by time) until the field is back."""
+    tick: Tick
+    missing: str
 
 
 @dataclass(slots=True)
@@ -110,7 +137,66 @@ class HttpRequest:
     headers: dict[str, str] | None = None    # venue credentials (Alpaca keys): never logged
 
 
-Event = Tick | Ack | VenueError | UnknownSymbol | Reconnect | LastTradeId | Replay | Pause | Ignored
+Event = (Tick | Ack | VenueError | UnknownSymbol | Reconnect | LastTradeId | Replay | Pause | Ignored
+         | Unrecognised | Unsequenced)
+
+# Every event a parser may return: anything else (or an exception other than MalformedFrame) is a
+# bug in the parser (the fuzz tests hold every venue to it).
+PARSER_EVENTS = (Tick, Ack, VenueError, UnknownSymbol, Reconnect, LastTradeId, Replay, Pause, Ignored,
+                 Unrecognised, Unsequenced)
+
+
+# --- checked canonical ticks ---------------------------------------------------------------------
+
+_DECIMAL = re.compile(r"\d+(?:\.\d+)?")
+_SIDES = ("buy", "sell", "unknown")
+MAX_TS_US = 4_102_444_800_000_000      # 2100-01-01
+
+
+def decimal_text(v: Any, what: str) -> str:
+    """A venue's price or quantity as plain non-negative decimal text, exactly as sent; exponent
+    forms (5e-08) are written out. Anything else (numbers as JSON floats, NaN, signs, words)
+    is malformed: a parser passes strings, or number text it read without a float."""
+    if type(v) is not str or not v.isascii():
+        raise MalformedFrame(f"{what} is not decimal text: {str(v)[:40]!r}")
+    if _DECIMAL.fullmatch(v):
+        return v
+    try:
+        d = Decimal(v)
+    except (InvalidOperation, ValueError):
+        raise MalformedFrame(f"{what} is not a decimal: {v[:40]!r}") from None
+    if not d.is_finite() or d.is_signed() or v.strip() != v or "_" in v:
+        raise MalformedFrame(f"{what} is not a non-negative decimal: {v[:40]!r}")
+    return format(d, "f")
+
+
+def trade_tick(exchange: str, symbol: str, ts_us: Any, price: Any, qty: Any, side: Any, trade_id: Any,
+               recv_us: int, trade_count: Any = 1, source: str = "ws", event: str = "trade") -> Tick:
+    """A single fill (or one venue-aggregated fill at one price) as a canonical tick, checked:
+    positive integer µs before 2100, decimal text for price and quantity, a known taker side, a
+    non-empty trade id, a positive count. (No lower bound on time: venues' own documentation
+    examples carry 1973 times, and `int_field` already refuses true/false and text.) A field that fails is a MalformedFrame, so a retyped
+    or renamed field never reaches Redis as a tick with a wrong value."""
+    if type(ts_us) is not int or not 0 < ts_us < MAX_TS_US:
+        raise MalformedFrame(f"trade time {str(ts_us)[:40]!r} is not positive µs before 2100")
+    if side not in _SIDES:
+        raise MalformedFrame(f"taker side {str(side)[:20]!r} is not buy, sell or unknown")
+    if type(trade_id) is not str or not trade_id or len(trade_id) > 64:
+        raise MalformedFrame(f"trade id {str(trade_id)[:40]!r} is not a non-empty text id")
+    if type(trade_count) is not int or trade_count < 1:
+        raise MalformedFrame(f"trade count {str(trade_count)[:20]!r} is not a positive integer")
+    px = decimal_text(price, "price")
+    return Tick(exchange, symbol, ts_us, px, px, px, px, decimal_text(qty, "quantity"), trade_count, side,
+                trade_id, recv_us, source, event)
+
+
+def int_field(v: Any, what: str) -> int:
+    """An integer field that venues send as a JSON number or as digit text ("1700000000123")."""
+    if type(v) is int:
+        return v
+    if type(v) is str and v.isascii() and v.isdigit() and len(v) < 20:
+        return int(v)
+    raise MalformedFrame(f"{what} is not an integer: {str(v)[:40]!r}")
 
 
 # What a venue module declares (see venues/binance.py for a complete one):

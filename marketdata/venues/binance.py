@@ -23,7 +23,8 @@ from typing import Any, Iterable
 import orjson
 
 from ..tick import Tick
-from .base import (Ack, HttpRequest, Ignored, Instrument, MalformedFrame, Reconnect, UnknownSymbol, VenueError, json_object, reject_unknown_options)
+from .base import (Ack, HttpRequest, Instrument, MalformedFrame, Reconnect, UnknownSymbol, Unrecognised, VenueError,
+                   int_field, json_object, reject_unknown_options, trade_tick)
 
 NAME = "binance"
 LIVE_WS_URL = "wss://stream.binance.com:9443"
@@ -109,17 +110,18 @@ class Parser:
                 vs = data["s"]
                 sym = self.symbols.get(vs)
                 if sym is None:
-                    return [UnknownSymbol(vs)]
-                return [Tick(NAME, sym, data["T"] * 1000, p := data["p"], p, p, p, data["q"], 1,
-                             "sell" if data["m"] else "buy", str(data["t"]), recv_us)]
+                    return [UnknownSymbol(str(vs))]
+                return [trade_tick(NAME, sym, int_field(data["T"], "T") * 1000, data["p"], data["q"],
+                                   _taker(data["m"]), str(int_field(data["t"], "t")), recv_us)]
             if e == "aggTrade":
                 vs = data["s"]
                 sym = self.symbols.get(vs)
                 if sym is None:
-                    return [UnknownSymbol(vs)]
-                first, last = data["f"], data["l"]
-                return [Tick(NAME, sym, data["T"] * 1000, p := data["p"], p, p, p, data["q"],
-                             last - first + 1, "sell" if data["m"] else "buy", str(data["a"]), recv_us)]
+                    return [UnknownSymbol(str(vs))]
+                first, last = int_field(data["f"], "f"), int_field(data["l"], "l")
+                return [trade_tick(NAME, sym, int_field(data["T"], "T") * 1000, data["p"], data["q"],
+                                   _taker(data["m"]), str(int_field(data["a"], "a")), recv_us,
+                                   last - first + 1)]
         except (KeyError, TypeError) as ex:
             raise MalformedFrame(f"{e} frame lacks or mistypes field {ex}") from None
         if e == "serverShutdown":
@@ -130,7 +132,14 @@ class Parser:
             return [VenueError(msg["code"], str(msg["msg"]), msg.get("id"))]
         if e is None:
             raise MalformedFrame("frame has no event type")
-        return [Ignored(str(e))]
+        return [Unrecognised(str(e)[:60], "an event type this parser does not read")]
+
+
+def _taker(buyer_is_maker: Any) -> str:
+    """`m` is "buyer is maker": true means the taker sold."""
+    if type(buyer_is_maker) is not bool:
+        raise MalformedFrame(f"m is not true/false: {str(buyer_is_maker)[:20]!r}")
+    return "sell" if buyer_is_maker else "buy"
 
 
 # --- REST repair ---------------------------------------------------------------------------

@@ -7,8 +7,10 @@ Facts this module encodes (shared/reference/venues-bybit-bitfinex-gateio-bitstam
   later). We take `te`: it is the earlier of the two, and taking one of them counts each trade
   once without relying on de-duplication; `tu` frames still advance the sequence number;
 - each (re)subscribe starts with a snapshot of the last ~30 trades, newest first, which overlaps
-  what we have: it is handed over as a `Replay`, so trades older than the symbol's tape are
-  dropped and known ids are de-duplicated, never republished;
+  what we have: it is handed over as a `Replay` of ticks (real trades, emitted; `decode` prints
+  them). The runtime drops those older than the symbol's tape and de-duplicates known ids, so a
+  resubscribe never counts a trade twice; where the snapshot reaches back over the last trade we
+  had, the span we were away closes without REST;
 - `[chanId,"hb"]` every 15 s on an idle channel: ignored, but its bytes keep the link alive;
 - `conf` flag SEQ_ALL (65536) numbers every channel frame of the connection, across channels,
   heartbeats included. Trade ids are platform-wide (increasing, not consecutive per pair), so a
@@ -31,7 +33,8 @@ from typing import Any
 import orjson
 
 from ..tick import Tick
-from .base import (Ack, HttpRequest, Ignored, Instrument, MalformedFrame, Pause, Reconnect, Replay, UnknownSymbol, VenueError, reject_unknown_options)
+from .base import (Ack, HttpRequest, Ignored, Instrument, MalformedFrame, Pause, Reconnect, Replay,
+                   UnknownSymbol, Unrecognised, VenueError, reject_unknown_options, trade_tick)
 
 NAME = "bitfinex"
 LIVE_WS_URL = "wss://api-pub.bitfinex.com"
@@ -130,13 +133,15 @@ def keepalive(options: dict, session: object = None) -> None:
 
 
 def _trade(sym: str, t: Any, recv_us: int, source: str = "ws") -> Tick:
-    if not isinstance(t, list) or len(t) < 4 or not isinstance(t[0], int) or not isinstance(t[1], int):
+    if not isinstance(t, list) or len(t) < 4 or type(t[0]) is not int or type(t[1]) is not int:
         raise MalformedFrame(f"trade is not [ID,MTS,AMOUNT,PRICE]: {str(t)[:120]}")
     amount = t[2]
     px = number(t[3])
     qty = number(abs(amount) if isinstance(amount, (int, float)) and not isinstance(amount, bool) else amount)
-    return Tick(NAME, sym, t[1] * 1000, px, px, px, px, qty, 1, "buy" if amount > 0 else "sell", str(t[0]),
-                recv_us, source)
+    if amount == 0:
+        raise MalformedFrame(f"trade amount 0 has no taker side: {str(t)[:120]}")
+    return trade_tick(NAME, sym, t[1] * 1000, px, qty, "buy" if amount > 0 else "sell", str(t[0]), recv_us,
+                      source=source)
 
 
 class Parser:
@@ -188,8 +193,10 @@ class Parser:
             ticks = [_trade(sym, t, recv_us) for t in kind]
             ticks.sort(key=lambda t: (t.ts_us, int(t.trade_id)))   # the venue sends newest first
             return [Replay(sym, ticks)]
+        if kind == "tu":
+            return [Ignored(kind)]      # the te's trade again, after the venue's DB write
         if isinstance(kind, str):
-            return [Ignored(kind)]      # tu (counted via te), cs, funding trades
+            return [Unrecognised(f"frame kind {kind[:20]}", "a channel frame this parser does not read")]
         raise MalformedFrame(f"unknown channel frame kind {str(kind)[:50]}")
 
     def _event(self, msg: dict) -> list:
@@ -198,9 +205,9 @@ class Parser:
             cid, vs = msg.get("chanId"), msg.get("symbol")
             if msg.get("channel") != "trades" or not isinstance(cid, int):
                 return [Ignored("subscribed")]
-            sym = self.symbols.get(vs)
+            sym = self.symbols.get(vs) if isinstance(vs, str) else None
             if sym is None:
-                return [UnknownSymbol(str(vs))]
+                return [UnknownSymbol(str(vs)[:40])]
             self.chans[cid] = sym
             return [Ack(vs)]
         if event == "conf":
@@ -223,9 +230,11 @@ class Parser:
                 self.paused = True
                 return [Pause("platform status 0: maintenance")]
             return [Ignored("info")]
+        if event in ("unsubscribed", "pong"):
+            return [Ignored(event)]
         if event is None:
             raise MalformedFrame("event object without event")
-        return [Ignored(str(event))]
+        return [Unrecognised(f"event {str(event)[:40]}")]
 
 
 # --- REST repair ---------------------------------------------------------------------------------

@@ -24,7 +24,8 @@ from typing import Any
 import orjson
 
 from ..tick import Tick
-from .base import (Ack, HttpRequest, Ignored, Instrument, MalformedFrame, Reconnect, UnknownSymbol, VenueError, json_object, reject_unknown_options)
+from .base import (Ack, HttpRequest, Ignored, Instrument, MalformedFrame, Reconnect, UnknownSymbol,
+                   Unrecognised, VenueError, int_field, json_object, reject_unknown_options, trade_tick)
 
 NAME = "bitstamp"
 LIVE_WS_URL = "wss://ws.bitstamp.net"
@@ -38,6 +39,8 @@ REPAIR_BY = None
 LATENESS_US = 2_000_000
 
 _SIDES = ("buy", "sell")
+# control events: heartbeat replies, unsubscription acks, the greeting
+_CONTROL = ("bts:heartbeat", "bts:unsubscription_succeeded", "bts:connection_established")
 _TRADES = "live_trades_"
 
 OPTIONS = {"heartbeat_interval": "seconds between our bts:heartbeat requests (default 15)"}
@@ -99,17 +102,16 @@ class Parser:
         if event == "trade":
             channel = msg.get("channel")
             if not isinstance(channel, str) or not channel.startswith(_TRADES):
-                return [Ignored(str(channel))]
+                return [Unrecognised(f"channel {str(channel)[:40]}", "a data channel this parser does not read")]
             pair = channel[len(_TRADES):]
             sym = self.symbols.get(pair)
             if sym is None:
                 return [UnknownSymbol(pair)]
             d = msg.get("data")
             try:
-                tid = d.get("id_str") or str(d["id"])   # the number is only exact below 2^53
-                px = d["price_str"]
-                return [Tick(NAME, sym, int(d["microtimestamp"]), px, px, px, px, d["amount_str"], 1,
-                             _SIDES[d["type"]], tid, recv_us)]
+                tid = d.get("id_str") or str(int_field(d["id"], "id"))   # the number is only exact below 2^53
+                return [trade_tick(NAME, sym, int_field(d["microtimestamp"], "microtimestamp"), d["price_str"],
+                                   d["amount_str"], _SIDES[d["type"]], tid, recv_us)]
             except (KeyError, TypeError, ValueError, IndexError, AttributeError) as ex:
                 raise MalformedFrame(f"trade lacks or mistypes field {ex}") from None
         if event == "bts:subscription_succeeded":
@@ -119,8 +121,10 @@ class Parser:
         if event == "bts:error":
             d = msg.get("data") if isinstance(msg.get("data"), dict) else {}
             return [VenueError(d.get("code"), str(d.get("message", "")), msg.get("channel"))]
+        if event in _CONTROL:
+            return [Ignored(event)]
         if isinstance(event, str):
-            return [Ignored(event)]      # heartbeat replies, unsubscription acks, connection_established
+            return [Unrecognised(f"event {event[:40]}", "an event this parser does not read")]
         raise MalformedFrame("frame has no event")
 
 

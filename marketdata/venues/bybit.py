@@ -25,7 +25,8 @@ from typing import Any
 import orjson
 
 from ..tick import Tick
-from .base import (Ack, HttpRequest, Ignored, Instrument, MalformedFrame, UnknownSymbol, VenueError, json_object, reject_unknown_options)
+from .base import (Ack, HttpRequest, Ignored, Instrument, MalformedFrame, UnknownSymbol, Unrecognised,
+                   VenueError, int_field, json_object, reject_unknown_options, trade_tick)
 
 NAME = "bybit"
 LIVE_WS_URL = "wss://stream.bybit.com"
@@ -113,7 +114,7 @@ class Parser:
         if topic is None:
             return [self._control(msg)]
         if not isinstance(topic, str) or not topic.startswith("publicTrade."):
-            return [Ignored(str(topic))]
+            return [Unrecognised(f"topic {str(topic)[:40]}", "a data topic this parser does not read")]
         data = msg.get("data")
         if not isinstance(data, list):
             raise MalformedFrame("publicTrade frame lacks data[]")
@@ -123,12 +124,10 @@ class Parser:
                 vs = d["s"]
                 sym = self.symbols.get(vs)
                 if sym is None:
-                    out.append(UnknownSymbol(vs))
+                    out.append(UnknownSymbol(str(vs)))
                     continue
-                p, v, tid = d["p"], d["v"], d["i"]
-                if not (isinstance(p, str) and isinstance(v, str) and isinstance(tid, str)):
-                    raise TypeError("p/v/i must be strings")
-                out.append(Tick(NAME, sym, int(d["T"]) * 1000, p, p, p, p, v, 1, _SIDES[d["S"]], tid, recv_us))
+                out.append(trade_tick(NAME, sym, int_field(d["T"], "T") * 1000, d["p"], d["v"], _SIDES[d["S"]],
+                                      d["i"], recv_us))
         except (KeyError, TypeError, ValueError) as ex:
             raise MalformedFrame(f"publicTrade frame lacks or mistypes field {ex}") from None
         return out

@@ -30,7 +30,7 @@ import orjson
 
 from ..tick import Tick
 from .base import (Ack, HttpRequest, Ignored, Instrument, LastTradeId, MalformedFrame, UnknownSymbol,
-                   VenueError, json_object)
+                   Unrecognised, VenueError, int_field, json_object, trade_tick)
 
 NAME = "coinbase"
 LIVE_WS_URL = "wss://ws-feed.exchange.coinbase.com"
@@ -64,7 +64,11 @@ _last_head = ["", 0]     # consecutive trades share their second: parse it once
 
 def parse_time_us(text: str) -> int:
     """RFC 3339 (`2014-11-07T08:19:27.028459Z`) -> µs; exact, without float rounding."""
-    head, _, frac = text.rstrip("Z").partition(".")
+    if type(text) is not str or not text.endswith("Z"):
+        raise ValueError(f"time {str(text)[:40]!r} is not RFC 3339 UTC")
+    head, _, frac = text[:-1].partition(".")
+    if frac and not (frac.isascii() and frac.isdigit()):
+        raise ValueError(f"time {text[:40]!r} has a bad fraction")
     if head != _last_head[0]:
         dt = datetime.strptime(head, "%Y-%m-%dT%H:%M:%S").replace(tzinfo=timezone.utc)
         _last_head[0], _last_head[1] = head, int(dt.timestamp()) * 1_000_000
@@ -114,21 +118,23 @@ class Parser:
                 pid = msg["product_id"]
                 sym = self.symbols.get(pid)
                 if sym is None:
-                    return [UnknownSymbol(pid)]
-                px = msg["price"]
-                return [Tick(NAME, sym, parse_time_us(msg["time"]), px, px, px, px, msg["size"], 1,
-                             _TAKER[msg["side"]], str(int(msg["trade_id"])), recv_us)]
+                    return [UnknownSymbol(str(pid))]
+                return [trade_tick(NAME, sym, parse_time_us(msg["time"]), msg["price"], msg["size"],
+                                   _TAKER[msg["side"]], str(int_field(msg["trade_id"], "trade_id")), recv_us)]
             if typ == "heartbeat":
                 pid = msg["product_id"]
                 sym = self.symbols.get(pid)
                 if sym is None:
                     return [Ignored("heartbeat")]
-                return [LastTradeId(sym, int(msg["last_trade_id"]), parse_time_us(msg["time"]))]
+                return [LastTradeId(sym, int_field(msg["last_trade_id"], "last_trade_id"), parse_time_us(msg["time"]))]
         except (KeyError, TypeError, ValueError) as ex:
             raise MalformedFrame(f"{typ} frame lacks or mistypes field {ex}") from None
         if typ == "subscriptions":
-            subscribed = {c.get("name"): set(c.get("product_ids") or ()) for c in msg.get("channels") or ()
-                          if isinstance(c, dict)}
+            try:
+                subscribed = {c.get("name"): set(c.get("product_ids") or ()) for c in msg.get("channels") or ()
+                              if isinstance(c, dict)}
+            except TypeError as ex:
+                raise MalformedFrame(f"subscriptions frame mistypes its channels: {ex}") from None
             if set(self.symbols) <= subscribed.get("matches", set()):
                 return [Ack(SUBSCRIBE_ID)]
             return [Ignored("subscriptions")]
@@ -136,7 +142,7 @@ class Parser:
             return [VenueError(msg.get("message"), str(msg.get("reason", "")), None)]
         if typ is None:
             raise MalformedFrame("frame has no type")
-        return [Ignored(str(typ))]
+        return [Unrecognised(f"type {str(typ)[:40]}", "a message type this parser does not read")]
 
 
 # --- REST repair ---------------------------------------------------------------------------------

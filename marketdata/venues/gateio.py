@@ -4,6 +4,11 @@ Facts this module encodes (shared/reference/venues-*.md §3):
 - one trade per push; `id` is platform-wide (not consecutive per pair), `id_market` grows by one
   per trade of the pair: it is the continuity field, so it is our trade id (REST calls it
   `sequence_id`), and a jump in it is a gap;
+- `id_market` exists only since 2025-01-08 (older recordings, and the sheet says to treat it as
+  optional): a push without it is still a trade. It is emitted as `Unsequenced` with the platform
+  `id` as its trade id, and the runtime's continuity for the pair falls back to time (holes are
+  spans of time, repaired from REST by time: `/spot/trades?from=&to=&page=`) until `id_market`
+  is back. A trade is never dropped for a missing sequence field;
 - `create_time_ms` is a STRING of milliseconds with sub-millisecond decimals ("…213.4578"):
   parsed by hand to integer µs, never through a float;
 - one ack per request `{"event":"subscribe","error":null,"result":{"status":"success"}}`; errors
@@ -25,7 +30,8 @@ from typing import Any
 import orjson
 
 from ..tick import Tick
-from .base import (Ack, HttpRequest, Ignored, Instrument, MalformedFrame, UnknownSymbol, VenueError, json_object, reject_unknown_options)
+from .base import (Ack, HttpRequest, Ignored, Instrument, MalformedFrame, UnknownSymbol, Unrecognised,
+                   Unsequenced, VenueError, int_field, json_object, reject_unknown_options, trade_tick)
 
 NAME = "gateio"
 LIVE_WS_URL = "wss://api.gateio.ws"
@@ -54,7 +60,12 @@ def to_venue_symbol(symbol: str) -> str:
 
 
 def ts_us_of(ms_text: str) -> int:
-    """Gate's "1606292218213.4578" (ms, decimals optional) -> 1606292218213457 µs, exactly."""
+    """Gate's "1606292218213.4578" (ms, decimals optional) -> 1606292218213457 µs, exactly. Older
+    pushes carry the number (1606292218213) rather than text."""
+    if type(ms_text) is int:
+        return ms_text * 1000
+    if type(ms_text) is not str or not ms_text.isascii():
+        raise ValueError(f"not a millisecond timestamp: {str(ms_text)[:40]!r}")
     ms, _, frac = ms_text.partition(".")
     if not ms.isdigit() or (frac and not frac.isdigit()):
         raise ValueError(f"not a millisecond timestamp: {ms_text!r}")
@@ -130,23 +141,30 @@ class Parser:
                 pair = r["currency_pair"]
                 sym = self.symbols.get(pair)
                 if sym is None:
-                    return [UnknownSymbol(pair)]
-                m = int(r["id_market"])
-                CURSORS.note(pair, m, int(r["id"]))
-                px = r["price"]
-                return [Tick(NAME, sym, ts_us_of(r["create_time_ms"]), px, px, px, px, r["amount"], 1,
-                             r["side"], str(m), recv_us)]
+                    return [UnknownSymbol(str(pair))]
+                platform = int_field(r["id"], "id")
+                ts = ts_us_of(r["create_time_ms"]) if "create_time_ms" in r else int_field(r["create_time"], "create_time") * 1_000_000
+                m = r.get("id_market")
+                if m is None:
+                    # An older push: still a trade. Its id is the platform id; continuity by time.
+                    return [Unsequenced(trade_tick(NAME, sym, ts, r["price"], r["amount"], r["side"], str(platform),
+                                                   recv_us), "id_market")]
+                m = int_field(m, "id_market")
+                CURSORS.note(pair, m, platform)
+                return [trade_tick(NAME, sym, ts, r["price"], r["amount"], r["side"], str(m), recv_us)]
             except (KeyError, TypeError, ValueError) as ex:
                 raise MalformedFrame(f"spot.trades update lacks or mistypes field {ex}") from None
         err = msg.get("error")
         if err:
             if not isinstance(err, dict):
-                raise MalformedFrame(f"error is not an object: {err!r}")
+                raise MalformedFrame(f"error is not an object: {str(err)[:100]!r}")
             return [VenueError(err.get("code"), str(err.get("message", "")), msg.get("id"))]
         if event in ("subscribe", "unsubscribe"):
             return [Ack(msg.get("id"))]
-        if channel == "spot.pong" or channel is not None:
-            return [Ignored(str(channel))]
+        if channel in ("spot.pong", "spot.ping"):
+            return [Ignored(channel)]
+        if channel is not None:
+            return [Unrecognised(f"{str(channel)[:40]} {str(event)[:20]}", "a channel or event this parser does not read")]
         raise MalformedFrame("frame has no channel")
 
 
@@ -176,6 +194,51 @@ def parse_history(body: Any, symbol: str, recv_us: int, options: dict) -> list[T
         raise MalformedFrame(f"gateio trade row lacks or mistypes field {ex}") from None
     out.sort(key=lambda t: int(t.trade_id))
     return out
+
+
+def history_by_time_request(venue_symbol: str, start_us: int, end_us: int | None, options: dict,
+                            cursor: Any = None) -> HttpRequest:
+    """Trades with from <= create_time <= to (whole seconds, so the span is widened to them),
+    newest first, <= 1000 a page: for a pair whose pushes lack `id_market`, where holes are spans
+    of time. A page walks back from `to`; the next one ends at the oldest second of the last
+    (`cursor`), inclusive, so no trade of that second is skipped (repeats are de-duplicated)."""
+    params: dict[str, Any] = {"currency_pair": venue_symbol, "limit": str(REPAIR_PAGE),
+                              "from": str(start_us // 1_000_000)}
+    if cursor is not None:
+        params["to"] = str(cursor)
+    elif end_us is not None:
+        params["to"] = str(-(-end_us // 1_000_000))
+    return HttpRequest("GET", "/api/v4/spot/trades", params)
+
+
+def _row_tick(r: Any, symbol: str, recv_us: int) -> Tick:
+    """A REST row as a tick: its trade id is `sequence_id` (= WS id_market) where the row has one,
+    else the platform `id`, the same rule as for pushes."""
+    seq = r.get("sequence_id")
+    tid = str(int_field(seq, "sequence_id")) if seq not in (None, "") else str(int_field(r["id"], "id"))
+    if seq not in (None, ""):
+        CURSORS.note(r["currency_pair"], int(tid), int_field(r["id"], "id"))
+    return trade_tick(NAME, symbol, ts_us_of(r["create_time_ms"]), r["price"], r["amount"], r["side"], tid,
+                      recv_us, source="rest")
+
+
+def parse_history_page(body: Any, symbol: str, recv_us: int, options: dict, start_us: int,
+                       end_us: int | None) -> tuple[list[Tick], Any, bool]:
+    """One page by time -> (ticks inside [start_us, end_us], next page or None, complete)."""
+    if not isinstance(body, list):
+        raise MalformedFrame(f"gateio trades is not a list: {str(body)[:200]}")
+    try:
+        ticks = [_row_tick(r, symbol, recv_us) for r in body]
+    except (KeyError, TypeError, ValueError, AttributeError) as ex:
+        raise MalformedFrame(f"gateio trade row lacks or mistypes field {ex}") from None
+    inside = [t for t in ticks if t.ts_us >= start_us and (end_us is None or t.ts_us <= end_us)]
+    inside.sort(key=lambda t: (t.ts_us, int(t.trade_id)))
+    if len(body) < REPAIR_PAGE:
+        return inside, None, True
+    oldest, newest = min(t.ts_us for t in ticks) // 1_000_000, max(t.ts_us for t in ticks) // 1_000_000
+    if oldest >= newest:
+        return inside, None, False      # a whole page in one second: paging by time cannot get past it
+    return inside, oldest, True
 
 
 def retry_after(status: int, headers: dict) -> float | None:

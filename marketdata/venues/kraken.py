@@ -39,7 +39,8 @@ from typing import Any
 import orjson
 
 from ..tick import Tick
-from .base import (Ack, HttpRequest, Ignored, Instrument, MalformedFrame, UnknownSymbol, VenueError, reject_unknown_options)
+from .base import (Ack, HttpRequest, Ignored, Instrument, MalformedFrame, UnknownSymbol, Unrecognised,
+                   VenueError, reject_unknown_options, trade_tick)
 
 NAME = "kraken"
 LIVE_WS_URL = "wss://ws.kraken.com"
@@ -184,7 +185,11 @@ def _num(text: str) -> str:
 
 
 def _v1_ts(t: str) -> int:
+    if type(t) is not str:
+        raise ValueError(f"time {str(t)[:40]!r} is not seconds text")
     sec, _, frac = t.partition(".")
+    if not (sec.isascii() and sec.isdigit()) or (frac and not (frac.isascii() and frac.isdigit())):
+        raise ValueError(f"time {t[:40]!r} is not seconds text")
     return int(sec) * 1_000_000 + int((frac + "000000")[:6])
 
 
@@ -218,6 +223,8 @@ class _TsParser:
         self.prefix, self.sec = "", 0
 
     def __call__(self, s: str) -> int:
+        if type(s) is not str:
+            raise ValueError(f"timestamp {str(s)[:40]!r} is not RFC 3339 text")
         head = s[:19]
         if head != self.prefix:
             if len(head) != 19 or head[10] != "T":
@@ -229,6 +236,8 @@ class _TsParser:
         if not rest.endswith("Z"):
             raise ValueError(f"timestamp {s!r} is not UTC")
         frac = rest[1:-1] if rest.startswith(".") else ""
+        if frac and not (frac.isascii() and frac.isdigit()) or (not frac and rest != "Z"):
+            raise ValueError(f"timestamp {s!r} has a bad fraction")
         return self.sec * 1_000_000 + int((frac + "000000")[:6])
 
 
@@ -265,34 +274,36 @@ class Parser:
         if not isinstance(msg, dict):
             raise MalformedFrame("frame is neither an event object nor a data array")
         event = msg.get("event")
-        if event == "heartbeat" or event == "pong":
+        if event in ("heartbeat", "pong", "systemStatus"):
             return [Ignored(event)]
         if event == "subscriptionStatus":
-            pair = msg.get("pair")
+            pair = msg.get("pair") if isinstance(msg.get("pair"), str) else None
             status = msg.get("status")
             if status == "subscribed":
                 cid = msg.get("channelID")
-                if not isinstance(cid, int) or pair not in self.symbols:
+                if type(cid) is not int or pair not in self.symbols:
                     raise MalformedFrame(f"subscriptionStatus without a usable channelID/pair: {msg}")
                 self.channels[cid] = (pair, self.symbols[pair])
                 return self._acked(pair, msg.get("reqid"))
             if status == "unsubscribed":
-                self.channels.pop(msg.get("channelID"), None)
+                cid = msg.get("channelID")
+                if type(cid) is int:
+                    self.channels.pop(cid, None)
                 return [Ignored("unsubscribed")]
             return [VenueError("subscriptionStatus", f"{pair}: {msg.get('errorMessage', status)}", msg.get("reqid"))]
         if event == "error":
             return [VenueError("error", str(msg.get("errorMessage", "")), msg.get("reqid"))]
         if event is None:
             raise MalformedFrame("event object without an event")
-        return [Ignored(str(event))]         # systemStatus (online, maintenance), ...
+        return [Unrecognised(f"event {str(event)[:40]}")]
 
     def _v1_data(self, msg: list, recv_us: int) -> list:
         if len(msg) < 4 or not isinstance(msg[-1], str) or not isinstance(msg[-2], str):
             raise MalformedFrame("data array lacks channelName and pair at its end")
         channel_name, pair = msg[-2], msg[-1]
         if channel_name != "trade":
-            return [Ignored(channel_name)]
-        known = self.channels.get(msg[0])
+            return [Unrecognised(f"channel {channel_name[:40]}", "a data channel this parser does not read")]
+        known = self.channels.get(msg[0]) if type(msg[0]) is int else None
         if known is None:
             if pair not in self.symbols:
                 return [UnknownSymbol(pair)]
@@ -308,8 +319,7 @@ class Parser:
                 side = _SIDES_V1[t[3]]
                 if not isinstance(price, str) or not isinstance(qty, str):
                     raise TypeError("price/volume not strings")
-                out.append(Tick(NAME, sym, ts, price, price, price, price, qty, 1, side,
-                                ids(ts, price, qty, side), recv_us))
+                out.append(trade_tick(NAME, sym, ts, price, qty, side, ids(ts, price, qty, side), recv_us))
         except (IndexError, KeyError, TypeError, ValueError, AttributeError) as ex:
             raise MalformedFrame(f"trade row lacks or mistypes a field: {ex!r}") from None
         return out
@@ -327,13 +337,17 @@ class Parser:
         channel = msg.get("channel")
         if channel == "trade":
             return self._v2_trades(msg, recv_us)
+        if channel in ("heartbeat", "status"):
+            return [Ignored(channel)]
         if channel is not None:
-            return [Ignored(str(channel))]  # heartbeat, status
+            return [Unrecognised(f"channel {str(channel)[:40]}", "a data channel this parser does not read")]
         method = msg.get("method")
         if method == "subscribe":
             result = msg.get("result") if isinstance(msg.get("result"), dict) else {}
             if msg.get("success") is True:
-                vs = next((w for w, c in self.symbols.items() if self.v2_symbols.get(result.get("symbol")) == c), None)
+                sym = result.get("symbol")
+                sym = self.v2_symbols.get(sym) if type(sym) is str else None
+                vs = next((w for w, c in self.symbols.items() if sym is not None and sym == c), None)
                 if vs is None:
                     return [Ignored("ack")]
                 return self._acked(vs, msg.get("req_id"))
@@ -344,7 +358,9 @@ class Parser:
             return [VenueError(method or "error", str(msg.get("error", "")), msg.get("req_id"))]
         if method is None:
             raise MalformedFrame("frame has neither channel nor method")
-        return [Ignored(str(method))]
+        if method == "unsubscribe":
+            return [Ignored(method)]
+        return [Unrecognised(f"method {str(method)[:40]}")]
 
     def _v2_trades(self, msg: dict, recv_us: int) -> list:
         data = msg.get("data")
@@ -358,11 +374,11 @@ class Parser:
                     out.append(UnknownSymbol(d["symbol"]))
                     continue
                 price, qty, side, tid = d["price"], d["qty"], d["side"], d["trade_id"]
-                if side not in ("buy", "sell") or not isinstance(tid, int):
+                if side not in ("buy", "sell") or type(tid) is not int:
                     raise ValueError(f"side {side!r} / trade_id {tid!r}")
-                price, qty = str(price), str(qty)      # an integral number comes as int
-                out.append(Tick(NAME, sym, self.ts(d["timestamp"]), price, price, price, price, qty, 1, side,
-                                str(tid), recv_us))
+                if type(price) is int or type(qty) is int:   # an integral number comes as int
+                    price, qty = (str(v) if type(v) is int else v for v in (price, qty))
+                out.append(trade_tick(NAME, sym, self.ts(d["timestamp"]), price, qty, side, str(tid), recv_us))
         except (KeyError, TypeError, ValueError) as ex:
             raise MalformedFrame(f"trade lacks or mistypes field {ex!r}") from None
         return out

@@ -30,7 +30,8 @@ from typing import Any
 import orjson
 
 from ..tick import Tick
-from .base import (Ack, HttpRequest, Ignored, Instrument, MalformedFrame, Reconnect, UnknownSymbol, VenueError, json_object, reject_unknown_options)
+from .base import (Ack, HttpRequest, Ignored, Instrument, MalformedFrame, Reconnect, UnknownSymbol,
+                   Unrecognised, VenueError, int_field, json_object, reject_unknown_options, trade_tick)
 
 NAME = "kucoin"
 LIVE_WS_URL = "wss://ws-api-spot.kucoin.com"   # informational: the bullet answer names the endpoint
@@ -164,30 +165,29 @@ class Parser:
             return [VenueError(code, text, msg.get("id"))]
         if not isinstance(typ, str):
             raise MalformedFrame("frame has no type")
-        return [Ignored(typ)]
+        return [Unrecognised(f"type {typ[:40]}")]
 
     def _message(self, msg: dict, recv_us: int) -> list:
         topic, subject, d = msg.get("topic"), msg.get("subject"), msg.get("data")
         if not isinstance(topic, str) or not isinstance(d, dict):
             raise MalformedFrame("message lacks topic or data")
         if not topic.startswith("/market/match:"):
-            return [Ignored(topic.partition(":")[0])]
+            return [Unrecognised(f"topic {topic.partition(':')[0][:40]}", "a data topic this parser does not read")]
         if subject != "trade.l3match":
-            return [Ignored(str(subject))]
+            return [Unrecognised(f"subject {str(subject)[:40]}", "a match-topic subject this parser does not read")]
         try:
             vs = d["symbol"]
             sym = self.symbols.get(vs)
             if sym is None:
-                return [UnknownSymbol(vs)]
+                return [UnknownSymbol(str(vs))]
             side = d["side"]
             if side not in ("buy", "sell"):
-                raise MalformedFrame(f"trade side {side!r}")
-            px = d["price"]
-            size = d["size"]
-            if not isinstance(px, str) or not isinstance(size, str):
-                raise MalformedFrame("price/size are not decimal strings")
-            return [Tick(NAME, sym, int(d["time"]) // 1000, px, px, px, px, size, 1, side,
-                         str(d.get("tradeId") or d["sequence"]), recv_us)]
+                raise MalformedFrame(f"trade side {str(side)[:20]!r}")
+            tid = d.get("tradeId") or d["sequence"]
+            if type(tid) is not str:
+                tid = str(int_field(tid, "tradeId"))
+            return [trade_tick(NAME, sym, int_field(d["time"], "time") // 1000, d["price"], d["size"], side,
+                               tid, recv_us)]
         except (KeyError, TypeError, ValueError) as e:
             raise MalformedFrame(f"trade.l3match lacks or mistypes field {e}") from None
 

@@ -1,4 +1,5 @@
-"""OKX v5 public: trades over the `trades` channel on /ws/v5/public.
+"""OKX v5 public: trades over the `trades` channel on /ws/v5/public (default) or `trades-all` on
+/ws/v5/business (option `channel: trades-all`).
 
 Facts this module encodes (shared/reference/venues-*.md §2):
 - keepalive is the literal text `ping` (not a WebSocket ping frame), answered by the text `pong`,
@@ -7,6 +8,9 @@ Facts this module encodes (shared/reference/venues-*.md §2):
 - a `trades` message aggregates the fills of one taker order at one price: `tradeId` is the LAST id
   and `count` fills are covered (ids tradeId-count+1 .. tradeId, consecutive per instrument), so
   continuity is `tradeId - count == last`; every number, `ts` and `count` included, is a string;
+- `trades-all` (business endpoint) pushes exactly one fill per message, every trade id, without
+  `count`; its ticks cover one id each. The parser reads both channels' frames whichever the
+  link subscribed; any other data channel is counted as unrecognised, never passed over;
 - one subscribe ack per arg; errors as {"event":"error","code":"600xx"}; notice 64008 announces a
   disconnect for maintenance;
 - REST answers {"code":"0","data":[...]}; history-trades pages by tradeId with `after` (records
@@ -21,7 +25,8 @@ from typing import Any
 import orjson
 
 from ..tick import Tick
-from .base import (Ack, HttpRequest, Ignored, Instrument, MalformedFrame, Reconnect, UnknownSymbol, VenueError, json_object, reject_unknown_options)
+from .base import (Ack, HttpRequest, Ignored, Instrument, MalformedFrame, Reconnect, UnknownSymbol, Unrecognised,
+                   VenueError, int_field, json_object, reject_unknown_options, trade_tick)
 
 NAME = "okx"
 LIVE_WS_URL = "wss://ws.okx.com:8443"
@@ -36,11 +41,18 @@ REPAIR_BY = "id"
 REPAIR_PAGE = 100
 LATENESS_US = 2_000_000
 
-OPTIONS = {"ping_interval": "seconds between our text pings (default 15; must stay under the venue's 30 s)"}
+OPTIONS = {"ping_interval": "seconds between our text pings (default 15; must stay under the venue's 30 s)",
+           "channel": "trades (default: one message per taker order, on /ws/v5/public) or trades-all "
+                      "(one message per fill, on /ws/v5/business)"}
+CHANNELS = {"trades": "/ws/v5/public", "trades-all": "/ws/v5/business"}
+_EVENTS = ("unsubscribe", "login", "channel-conn-count", "channel-conn-count-error")
 
 
 def validate_options(options: dict) -> None:
     reject_unknown_options(options, OPTIONS)
+    ch = options.get("channel", "trades")
+    if ch not in CHANNELS:
+        raise ValueError(f"channel must be one of {sorted(CHANNELS)}, not {ch!r}")
     pi = options.get("ping_interval", KEEPALIVE_INTERVAL)
     if not isinstance(pi, (int, float)) or not 0 < pi < 30:
         raise ValueError(f"ping_interval must be a number of seconds in (0, 30), not {pi!r}")
@@ -72,12 +84,13 @@ def parse_instruments(body: Any) -> list[Instrument]:
 # --- websocket ---------------------------------------------------------------------------------
 
 def connect_url(base: str, venue_symbols: list[str], options: dict, session: object = None) -> str:
-    return base.rstrip("/") + "/ws/v5/public"
+    return base.rstrip("/") + CHANNELS[options.get("channel", "trades")]
 
 
 def subscribe_messages(venue_symbols: list[str], options: dict, first_id: int = 1) -> list[tuple[str, str]]:
     rid = str(first_id)
-    args = [{"channel": "trades", "instId": s} for s in venue_symbols]
+    channel = options.get("channel", "trades")
+    args = [{"channel": channel, "instId": s} for s in venue_symbols]
     return [(rid, orjson.dumps({"id": rid, "op": "subscribe", "args": args}).decode())]
 
 
@@ -103,25 +116,37 @@ class Parser:
                 return [VenueError(msg.get("code"), str(msg.get("msg", "")), msg.get("id"))]
             if event == "notice":
                 return [Reconnect(f"notice {msg.get('code')}: {msg.get('msg', '')}")]
-            return [Ignored(str(event))]
+            if event in _EVENTS:
+                return [Ignored(str(event))]
+            return [Unrecognised(f"event {str(event)[:40]}")]
         arg, data = msg.get("arg"), msg.get("data")
         if not isinstance(arg, dict) or not isinstance(data, list):
             raise MalformedFrame("frame has neither event nor arg+data")
-        if arg.get("channel") != "trades":
-            return [Ignored(str(arg.get("channel")))]
+        channel = arg.get("channel")
+        if type(channel) is not str or channel not in CHANNELS:
+            return [Unrecognised(f"channel {str(channel)[:40]}", "a data channel this parser does not read")]
         out = []
         try:
             for d in data:
-                sym = self.symbols.get(d["instId"])
+                vs = d["instId"]
+                sym = self.symbols.get(vs)
                 if sym is None:
-                    out.append(UnknownSymbol(d["instId"]))
+                    out.append(UnknownSymbol(str(vs)))
                     continue
-                px = d["px"]
-                out.append(Tick(NAME, sym, int(d["ts"]) * 1000, px, px, px, px, d["sz"],
-                                int(d.get("count") or 1), d["side"], d["tradeId"], recv_us))
+                count = d.get("count")          # trades only; trades-all is one fill per message
+                tid = str(int_field(d["tradeId"], "tradeId"))     # consecutive per instrument
+                out.append(trade_tick(NAME, sym, int_field(d["ts"], "ts") * 1000, d["px"], d["sz"],
+                                      _side(d["side"]), tid, recv_us,
+                                      1 if count in (None, "") else int_field(count, "count")))
         except (KeyError, TypeError, ValueError) as ex:
-            raise MalformedFrame(f"trades frame lacks or mistypes field {ex}") from None
+            raise MalformedFrame(f"{channel} frame lacks or mistypes field {ex}") from None
         return out
+
+
+def _side(s: Any) -> str:
+    if s not in ("buy", "sell"):
+        raise MalformedFrame(f"side {str(s)[:20]!r} is not buy or sell")
+    return s
 
 
 # --- REST repair ---------------------------------------------------------------------------------
