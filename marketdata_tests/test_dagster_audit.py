@@ -1,6 +1,9 @@
-"""Audits in Dagster: the bars_completeness_audit sensor (one evaluation per hour, right pass/fail
-and metadata, only changes and rebuilt hours re-reported, linked to each hour's materialization),
-the audit library it calls, and the daily completeness report with its schedule."""
+"""Audits in Dagster: the bars_completeness_audit sensor and the run it launches
+(bars_completeness_audit_job), against real sqlite instances: one result per hour with the right
+pass/fail and metadata, the same hour judged again on every change, only changed and rebuilt
+hours recorded, never hours before the data begins or never built, never hours a run is building,
+and a range run's own per-hour results left as the latest; the audit library it calls; the daily
+completeness report with its schedule."""
 
 from __future__ import annotations
 
