@@ -182,6 +182,9 @@ class Platform:
                            stderr=subprocess.DEVNULL, timeout=120, check=False, preexec_fn=default_signals)
             bin_dir = Path(sys.executable).parent
             ws = str(REPO / "workspace.yaml")
+            # Dagster reconciles every venue against its candles: it needs the keys the connectors
+            # got (the simulator's demo keys), through its environment, never its storage.
+            env = {**env, **{k: v for creds in venue_env.values() for k, v in creds.items()}}
             port = self.dagster_port if _port_free(self.dagster_port) else free_port()
             self.children.append(Child("dagster-webserver", [str(bin_dir / "dagster-webserver"), "-w", ws,
                                                              "-h", "127.0.0.1", "-p", str(port)],

@@ -148,10 +148,86 @@ def test_range_run_builds_every_hour_in_one_run(store):
                       ("2026-03-01-11:00", True, 60)]             # and records each hour's result
 
 
-def test_schedule_requests_the_hour_that_just_closed():
+def schedule_tick(instance, at: datetime):
     sched = defs.get_repository_def().get_schedule_def("bars_1m_hourly")
-    with dg.DagsterInstance.ephemeral() as instance:
-        ctx = dg.build_schedule_context(
-            instance=instance, scheduled_execution_time=datetime(2026, 3, 1, 10, 5, tzinfo=timezone.utc))
-        (req,) = sched.evaluate_tick(ctx).run_requests
-    assert req.partition_key == "2026-03-01-09:00"
+    with dg.build_schedule_context(instance=instance, scheduled_execution_time=at, resources=defs.resources,
+                                   repository_def=defs.get_repository_def()) as ctx:
+        return sched.evaluate_tick(ctx)
+
+
+def test_schedule_requests_the_hour_that_just_closed_unless_it_is_built(store):
+    assert defs.get_repository_def().get_schedule_def("bars_1m_hourly").cron_schedule == "5 * * * *"
+    load(store, pairs=[("binance", "BTC-USDT")], start_us=H0 - H_US, end_us=H0 + 2 * H_US)
+    at = datetime(2026, 3, 1, 10, 5, tzinfo=timezone.utc)
+    with dg.instance_for_test() as instance:
+        (req,) = schedule_tick(instance, at).run_requests
+        assert req.partition_key == "2026-03-01-09:00"
+        # the sensor built it three minutes ago: the safety net skips it
+        result = run_on(instance, partition_key="2026-03-01-09:00")
+        assert result.success
+        tick = schedule_tick(instance, at)
+        assert not tick.run_requests and "already built" in tick.skip_message
+        # an hour a queued or running run is building (alone or in a range) is skipped too
+        from dagster._core.test_utils import create_run_for_test
+        create_run_for_test(instance, job_name="bars_1m_job", status=dg.DagsterRunStatus.STARTED,
+                            tags={"dagster/asset_partition_range_start": "2026-03-01-08:00",
+                                  "dagster/asset_partition_range_end": "2026-03-01-10:00"})
+        tick = schedule_tick(instance, datetime(2026, 3, 1, 11, 5, tzinfo=timezone.utc))
+        assert not tick.run_requests and "being built" in tick.skip_message
+        # an hour before the data begins (the first coverage, 08:00) has nothing to build
+        tick = schedule_tick(instance, datetime(2026, 3, 1, 8, 5, tzinfo=timezone.utc))
+        assert not tick.run_requests and "before the platform's data begins" in tick.skip_message
+
+
+def run_on(instance, **kwargs):
+    return dg.materialize([bars_1m, bars_1m_complete], resources=defs.resources, instance=instance, **kwargs)
+
+
+ALPACA = ("alpaca", "AAPL-USD")
+SESSION_HOUR = int(datetime(2026, 3, 2, 14, tzinfo=timezone.utc).timestamp()) * 1_000_000   # NYSE opens 14:30
+
+
+def test_materialization_and_check_report_one_completeness_for_an_equity_outside_its_session(store):
+    """The hour 14:00 UTC: NYSE opens at 14:30, so the calendar expects 30 AAPL bars and 60 BTC
+    bars. Coverage starts at 14:10 for both: 50 BTC bars and the 30 AAPL session bars are complete
+    (AAPL's 14:10-14:29 rows are complete too, but not expected). Materialization and check say
+    the same: 80 / 90."""
+    pairs = [("binance", "BTC-USDT"), ALPACA]
+    load(store, pairs=pairs, start_us=SESSION_HOUR, end_us=SESSION_HOUR + H_US,
+         holes=[(SESSION_HOUR, SESSION_HOUR + 10 * M)])
+    result = run(partition_key=hour_key(SESSION_HOUR))
+    assert result.success
+    (mat,) = result.asset_materializations_for_node("bars_1m")
+    md = {k: v.value for k, v in mat.metadata.items()}
+    ev, cm = check_eval(result)
+    assert (cm["expected_bars"], cm["stored_bars"]) == (90, 80)
+    assert (md["expected_bars"], md["stored_bars"]) == (cm["expected_bars"], cm["stored_bars"])
+    assert md["completeness_pct"] == cm["completeness_pct"] == pytest.approx(100 * 80 / 90, abs=1e-3)
+    assert md["bars_written"] == 120 and md["complete_bars"] == 100          # rows, not completeness
+    assert md["incomplete_symbols"] == {"binance:BTC-USDT": 10}               # AAPL misses no session bar
+
+
+def test_gap_repair_job_with_nothing_to_rebuild_succeeds(store):
+    """No gap due, so no hour to rebuild: every float metadata entry gets a float, not the int 0
+    an empty rebuild sums to (MetadataValue.float(0) fails the run)."""
+    job = defs.get_job_def("gap_repair_job")
+    with dg.instance_for_test() as instance:
+        result = job.execute_in_process(instance=instance, resources=defs.resources)
+    assert result.success
+    (out,) = [e for e in result.all_events if e.event_type_value == "STEP_OUTPUT"
+              and e.step_key == "rebuild_repaired_hours"]
+    md = {k: v.value for k, v in out.event_specific_data.metadata.items()}
+    assert md["hours_rebuilt"] == 0 and md["build_seconds"] == 0.0
+    assert isinstance(md["build_seconds"], float)
+
+
+def test_an_hour_before_the_data_begins_is_no_data_not_a_failure(store, tmp_path):
+    (tmp_path / "marketdata.yaml").write_text("endpoints: live\nvenues:\n  binance:\n    symbols: [BTC-USDT]\n")
+    load(store, pairs=[("binance", "BTC-USDT")], start_us=H0, end_us=H0 + H_US)       # data begins 09:00
+    result = run(partition_key=hour_key(H0 - H_US))                                     # 08:00
+    assert result.success
+    ev, cm = check_eval(result)
+    assert ev.passed and cm["no_data"] is True and "before the platform's data begins" in ev.description
+    result = run(partition_key=hour_key(H0))                                            # 09:00 is a real hour
+    ev, cm = check_eval(result)
+    assert ev.passed and cm["stored_bars"] == 60 and "no_data" not in cm

@@ -93,6 +93,24 @@ def test_partition_run_and_range_backfill_through_webserver_and_daemon(dagster):
             "2026-01-05-12:00": "FAILED", "2026-01-05-13:00": "SUCCEEDED"}
     assert {k: statuses.get(k) for k in want} == want, statuses
 
+    # each backfilled hour's latest result is the range run's own, targeting that run's
+    # materialization of the hour (what the partition page shows as current)
+    import dagster as dg
+    from dagster._core.instance.ref import InstanceRef
+    with dg.DagsterInstance.from_ref(InstanceRef.from_dir(str(dagster.home))) as instance:
+        check = dg.AssetCheckKey(dg.AssetKey("bars_1m"), "bars_1m_complete")
+        infos = {i.partition_key: i for i in instance.event_log_storage.get_asset_check_partition_info([check])}
+        mats = {m.partition_key: m for m in instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=dg.AssetKey("bars_1m")), limit=20).records}
+        for k in ("2026-01-05-11:00", "2026-01-05-12:00", "2026-01-05-13:00"):
+            assert mats[k].run_id == r["runId"] and infos[k].latest_planned_run_id == r["runId"], (k, infos[k])
+            assert infos[k].latest_target_materialization_storage_id == mats[k].storage_id and infos[k].is_current
+        # reconciliation is for single hours: the range run recorded "not reconciled", fetched nothing
+        recon = dg.AssetCheckKey(dg.AssetKey("bars_1m"), "bars_1m_reconciled")
+        (summary,) = [e for e in instance.event_log_storage.get_asset_check_execution_history(recon, limit=20)
+                      if e.run_id == r["runId"] and e.partition is None]
+        assert "range run" in summary.event.dagster_event.event_specific_data.description
+
     rows = dagster.ch.rows("SELECT toHour(minute), count(), sum(complete) FROM marketdata.bars_1m FINAL "
                            "GROUP BY 1 ORDER BY 1")
     assert rows == [(10, 120, 120), (11, 120, 120), (12, 120, 119), (13, 120, 120)]   # 12:30 uncovered

@@ -327,10 +327,13 @@ def test_hour_closed_catches_up_an_outage_in_one_range_run(hour_closed, monkeypa
     assert sorted(m.partition for m in mats) == [f"2026-03-01-{h:02d}:00" for h in range(1, 10)]
     assert hour_closed.ch.rows("SELECT uniqExact(build_version), count() FROM marketdata.bars_1m FINAL") == [
         (1, 9 * 60 * 3)]
-    # the checks report per hour too (not only once for the range): the venue is unreachable here
-    recon = [e for e in result.get_asset_check_evaluations() if e.asset_check_key.name == "bars_1m_reconciled"]
-    assert sorted(e.partition or "" for e in recon) == [""] + [f"2026-03-01-{h:02d}:00" for h in range(1, 10)]
-    assert not any(e.passed for e in recon) and "cannot connect" in recon[0].description
+    # completeness is reported per hour too (not only once for the range) ...
+    complete = [e for e in result.get_asset_check_evaluations() if e.asset_check_key.name == "bars_1m_complete"]
+    assert sorted(e.partition or "" for e in complete) == [""] + [f"2026-03-01-{h:02d}:00" for h in range(1, 10)]
+    # ... while reconciliation is for single hours only: a range run fetches no candles
+    (recon,) = [e for e in result.get_asset_check_evaluations() if e.asset_check_key.name == "bars_1m_reconciled"]
+    assert recon.partition is None and "range run (9 hours)" in recon.description
+    assert recon.metadata["minutes_compared"].value == 0
 
 
 def test_hour_closed_first_evaluation_skips_hours_already_built(hour_closed, monkeypatch):
@@ -348,6 +351,29 @@ def test_hour_closed_first_evaluation_skips_hours_already_built(hour_closed, mon
     assert req.tags["dagster/asset_partition_range_start"] == "2026-03-01-08:00"
     assert req.tags["dagster/asset_partition_range_end"] == "2026-03-01-09:00"
     assert json.loads(res.cursor)["last"] == "2026-03-01-09:00"
+
+
+def test_hour_closed_first_evaluation_starts_where_the_data_begins(hour_closed):
+    """A platform started at 07:30 (its first coverage): the first evaluation builds 07:00-09:00,
+    not the 24 hours before it existed; with nothing covered yet it builds nothing."""
+    now = T0 + 10 * H + 5 * M
+    hour_closed.at(now)
+    for v in ("binance", "okx"):
+        hour_closed.heartbeat(v, now - S)
+    none_yet = hour_closed.evaluate(None)
+    assert none_yet.run_requests == [] and "no data yet" in none_yet.skip_message
+    assert none_yet.cursor is None                          # the next evaluation is a first one again
+    rows = [{"exchange": ex, "symbol": sym, "from_us": T0 + 7 * H + 30 * M, "to_us": T0 + 10 * H + 3 * M - 1,
+             "source": "ws", "recorded_us": 1} for ex, sym in PAIRS]
+    with hour_closed.ch.session() as c:
+        c.raw_insert("marketdata.coverage", list(rows[0]), fmt="JSONEachRow",
+                     insert_block="\n".join(json.dumps(r) for r in rows).encode())
+    res = hour_closed.evaluate(None)
+    (req,) = res.run_requests
+    assert req.tags["dagster/asset_partition_range_start"] == "2026-03-01-07:00"
+    assert req.tags["dagster/asset_partition_range_end"] == "2026-03-01-09:00"
+    assert sorted(e.partition for e in res.asset_events) == ["2026-03-01-07:00", "2026-03-01-08:00",
+                                                             "2026-03-01-09:00"]
 
 
 def test_hour_closed_skips_when_redis_is_unreachable(hour_closed, clickhouse):

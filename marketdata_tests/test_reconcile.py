@@ -72,18 +72,18 @@ def sim(tmp_path_factory):
         proc.stop()
 
 
-def load_truth(ch, truth_path) -> list[dict]:
+def load_truth(ch, truth_path, hour: int = HOUR, exchange: str = "binance", symbols=SYMBOLS) -> list[dict]:
     rows = []
     with open(truth_path, newline="") as f:
         for r in csv.DictReader(f):
             ts = int(r["ts_us"])
-            if HOUR <= ts < HOUR + H:
+            if hour <= ts < hour + H:
                 rows.append({"exchange": r["exchange"], "symbol": r["symbol"], "trade_id": r["trade_id"],
                              "ts_us": ts, "open": r["price"], "high": r["price"], "low": r["price"],
                              "close": r["price"], "volume": r["qty"], "trade_count": 1, "side": r["side"],
                              "recv_us": ts, "source": "rest", "event": "trade", "version": 1, "is_deleted": 0})
-    cov = [{"exchange": "binance", "symbol": s, "from_us": HOUR, "to_us": HOUR + H - 1, "source": "rest",
-            "recorded_us": 1} for s in SYMBOLS]
+    cov = [{"exchange": exchange, "symbol": s, "from_us": hour, "to_us": hour + H - 1, "source": "rest",
+            "recorded_us": 1} for s in symbols]
     with ch.session() as c:
         c.raw_insert("marketdata.ticks", TICK_COLS, fmt="JSONEachRow",
                      insert_block="\n".join(json.dumps(t) for t in rows).encode())
@@ -152,7 +152,7 @@ def test_reconciled_check_names_the_tampered_minute(sim, clickhouse, tmp_path, m
     assert {r.data["minute"] for r in md["mismatches"].records} == {"2026-03-01T09:33Z"}
 
 
-def test_unreachable_venue_is_not_reconciled(clickhouse, tmp_path):
+def test_unreachable_venue_is_listed_not_failed(clickhouse, tmp_path):
     rows = [{"exchange": "binance", "symbol": "BTC-USDT", "trade_id": "1", "ts_us": HOUR + 5 * S, "open": "1",
              "high": "1", "low": "1", "close": "1", "volume": "1", "trade_count": 1, "side": "buy",
              "recv_us": HOUR, "source": "ws", "event": "trade", "version": 1, "is_deleted": 0}]
@@ -161,7 +161,72 @@ def test_unreachable_venue_is_not_reconciled(clickhouse, tmp_path):
     build_bars(clickhouse, HOUR, HOUR + H, [("binance", "BTC-USDT"), ("binance", "ETH-USDT")])
     dead = {"binance": VenueConfig("binance", SYMBOLS, "ws://127.0.0.1:9", "http://127.0.0.1:9")}
     r = reconcile(clickhouse, HOUR, HOUR + H, dead)
-    assert not r.passed and set(r.errors) == {"binance:BTC-USDT", "binance:ETH-USDT"}
+    # listed, not failed: only a minute that differs from the venue fails reconciliation
+    assert r.passed and r.compared == 0 and set(r.errors) == {"binance:BTC-USDT", "binance:ETH-USDT"}
     assert "cannot connect" in r.errors["binance:BTC-USDT"]
     r = reconcile(clickhouse, HOUR, HOUR + H, {})
     assert r.passed and r.compared == 0 and "binance" in r.unsupported
+
+
+# --- Alpaca: keys from the environment, as `marketdata up` gives them to Dagster ------------------
+
+ALPACA_HOUR = int(datetime(2026, 3, 2, 15, tzinfo=timezone.utc).timestamp()) * S     # Mon 10:00 ET, in session
+ALPACA_SYMBOLS = ["AAPL-USD", "MSFT-USD"]
+
+
+@pytest.fixture(scope="module")
+def alpaca_sim(tmp_path_factory):
+    """The Alpaca simulator with the demo keys `up` gives it, run through 14:59-16:00:30."""
+    from marketdata.supervisor import DEMO_CREDENTIALS
+    sim_keys = DEMO_CREDENTIALS["alpaca"][1]
+    tmp = tmp_path_factory.mktemp("recon-alpaca")
+    truth = tmp / "truth.csv"
+    proc = SimProc(["simulate", "--venues", "alpaca", "--symbols", ",".join(ALPACA_SYMBOLS), "--rate", "300",
+                    "--seed", "9", "--start", "2026-03-02T14:59:00Z", "--end", "2026-03-02T16:00:30Z",
+                    "--speed", "1200", "--ground-truth", str(truth),
+                    "--venue-option", f"alpaca.key={json.dumps(sim_keys['key'])}",
+                    "--venue-option", f"alpaca.secret={json.dumps(sim_keys['secret'])}"], dict(os.environ), tmp)
+    try:
+        wait_for(lambda: proc.stats("alpaca")["sim_time_us"] > ALPACA_HOUR + H + 20 * S, 60, "simulated 16:00:20",
+                 on_timeout=proc.log)
+        proc.control("alpaca", "/_sim/flush", {})
+        proc.truth = truth
+        yield proc
+    finally:
+        proc.stop()
+
+
+def test_reconciled_check_uses_the_platforms_simulator_keys_and_lists_a_venue_without_them(
+        alpaca_sim, clickhouse, tmp_path, monkeypatch):
+    from marketdata.supervisor import demo_credentials
+    load_truth(clickhouse, alpaca_sim.truth, ALPACA_HOUR, "alpaca", ALPACA_SYMBOLS)
+    eps = alpaca_sim.endpoints["alpaca"]
+    cfg = write_config(tmp_path / "marketdata.yaml", {"alpaca": {"symbols": ALPACA_SYMBOLS, "ws_url": eps["ws"],
+                                                                 "rest_url": eps["rest"]}})
+    resources = {"clickhouse": ClickHouseResource(url=clickhouse.url),
+                 "marketdata_config": MarketdataConfigResource(path=str(cfg))}
+
+    def check():
+        result = dg.materialize([bars_1m, bars_1m_reconciled], partition_key="2026-03-02-15:00",
+                                resources=resources, instance=dg.DagsterInstance.ephemeral())
+        assert result.success
+        (ev,) = result.get_asset_check_evaluations()
+        return ev, {k: v.value for k, v in ev.metadata.items()}
+
+    for k in ("APCA_API_KEY_ID", "APCA_API_SECRET_KEY"):
+        monkeypatch.delenv(k, raising=False)
+    # the environment `up` gives Dagster: the same demo keys its alpaca connector gets
+    for k, v in demo_credentials(["alpaca"])["alpaca"].items():
+        monkeypatch.setenv(k, v)
+    ev, md = check()
+    assert ev.passed, ev.description
+    assert md["minutes_compared"] == 120 and md["mismatched_minutes"] == 0 and md["pairs_unavailable"] == 0
+    assert "errors" not in md and "match the venue's candles" in ev.description
+
+    # no keys at all (a Dagster started without them): listed as not reconciled, not a failure
+    for k in ("APCA_API_KEY_ID", "APCA_API_SECRET_KEY"):
+        monkeypatch.delenv(k)
+    ev, md = check()
+    assert ev.passed and md["pairs_unavailable"] == 2 and md["minutes_compared"] == 0
+    assert set(md["errors"]) == {"alpaca:AAPL-USD", "alpaca:MSFT-USD"}
+    assert "needs API keys" in md["errors"]["alpaca:AAPL-USD"] and "not reconciled" in ev.description

@@ -152,3 +152,36 @@ def test_contiguous_ranges_and_settings_from_env():
     assert (s.grace_s, s.down_after_s, s.max_hours_per_run) == (30, 90, 6)
     with pytest.raises(ValueError, match="MARKETDATA_HOUR_CLOSE_MAX_HOURS_PER_RUN='1.5' is not an integer"):
         WatermarkSettings.from_env({"MARKETDATA_HOUR_CLOSE_MAX_HOURS_PER_RUN": "1.5"})
+
+
+# Mon 2026-03-02: NYSE 09:30-16:00 EST = 14:30-21:00 UTC (the same calendar the audit expects bars from)
+MON = int(datetime(2026, 3, 2, tzinfo=timezone.utc).timestamp()) * S
+EQ_PAIRS = [("binance", "BTC-USDT"), ("alpaca", "AAPL-USD")]
+
+
+def test_an_equity_venue_outside_its_session_is_neither_down_nor_holding_hours_back():
+    from marketdata.bars.calendar import next_expected_us
+    assert next_expected_us("alpaca", "AAPL-USD", MON + 2 * H, MON + 20 * H) == MON + 14 * H + 30 * M
+    assert next_expected_us("alpaca", "AAPL-USD", MON + 15 * H + 5 * S, MON + 20 * H) == MON + 15 * H + 5 * S
+    assert next_expected_us("alpaca", "AAPL-USD", MON + 2 * H, MON + 3 * H) == MON + 3 * H          # capped
+    assert next_expected_us("binance", "BTC-USDT", MON + 2 * H, MON + 3 * H) == MON + 2 * H         # 24/7
+
+    # 03:05 UTC, connected and silent since the platform started at 01:50: nothing persisted yet
+    now = MON + 3 * H + 5 * M
+    ends = {("binance", "BTC-USDT"): now - 10 * S}
+    health = {"binance": hb(now), "alpaca": hb(now)}
+    p = venue_progress(EQ_PAIRS, ends, health, now, SET, since_us=MON + H + 50 * M)
+    assert not p["alpaca"].down and p["alpaca"].covered_to_us == now          # nothing expected since then
+    plan = plan_closed_hours(p, now_us=now, settings=SET, after_hour_us=MON + H, first_hour_us=0)
+    assert plan.hours == [MON + 2 * H] and plan.partial == {} and "alpaca" not in plan.waiting_on
+
+    # in session, the same silence is a stall (the heartbeat is fresh, coverage absent for > 1 h)
+    now = MON + 16 * H
+    p = venue_progress(EQ_PAIRS, {("binance", "BTC-USDT"): now - 10 * S}, {"binance": hb(now), "alpaca": hb(now)},
+                       now, SET, since_us=now - 2 * H)
+    assert p["alpaca"].down and "stalled" in p["alpaca"].reason
+    # coverage that ended at the close (21:00 UTC) vouches for the night, up to now
+    now = MON + 23 * H
+    p = venue_progress(EQ_PAIRS, {("binance", "BTC-USDT"): now - 10 * S, ("alpaca", "AAPL-USD"): MON + 21 * H},
+                       {"binance": hb(now), "alpaca": hb(now)}, now, SET)
+    assert not p["alpaca"].down and p["alpaca"].covered_to_us == now

@@ -52,7 +52,7 @@ class RebuildResult:
 
     @property
     def build_seconds(self) -> float:
-        return round(sum(b.elapsed_s for b in self.builds), 3)
+        return float(round(sum(b.elapsed_s for b in self.builds), 3))
 
 
 def rebuild_hours(ch, hours_us: Iterable[int], symbols: Any = None, *,

@@ -92,6 +92,60 @@ def rebuilt_hours(ch: ClickHouse, since_version: int, limit: int) -> tuple[dict[
     return out, resume, truncated
 
 
+def built_hours(ch: ClickHouse, hours: Iterable[int]) -> dict[int, int]:
+    """{hour start µs: the newest build_version of its bars} for the given hours that have any
+    bars at all; an hour absent from the result was never built (by anything)."""
+    hs = sorted(set(int(h) for h in hours))
+    if not hs:
+        return {}
+    rows = ch.rows(
+        """
+        SELECT intDiv(toInt64(toUnixTimestamp(minute)), 3600) AS h, max(build_version)
+        FROM marketdata.bars_1m
+        WHERE minute >= toDateTime(intDiv({a:Int64}, 1000000), 'UTC')
+          AND minute < toDateTime(intDiv({b:Int64}, 1000000), 'UTC')
+        GROUP BY h
+        """, parameters={"a": hs[0], "b": hs[-1] + US_PER_HOUR})
+    want = set(hs)
+    return {int(h) * US_PER_HOUR: int(v) for h, v in rows if int(h) * US_PER_HOUR in want}
+
+
+@dataclass
+class ReportPlan:
+    """What one audit evaluation reports: the hours whose result nobody has reported yet, and the
+    digests to remember for the recent window."""
+    report: list[int]
+    digests: dict[int, str]
+
+
+def plan_report(hours: Iterable[int], audits: Mapping[int, list[HourAudit]], *, window: Iterable[int],
+                prior_digests: Mapping[int, str], rebuilt: Iterable[int], judged: Iterable[int] = (),
+                busy: Iterable[int] = ()) -> ReportPlan:
+    """Decide which hours an audit reports.
+
+    An hour is reported when something changed that no result shows yet: it was rebuilt since the
+    last evaluation, its audit differs from the digest remembered, or it is new to the window --
+    unless a run already judged exactly its current build (``judged``: the latest check result
+    targets the hour's latest materialization of the current build) and nothing else changed, or
+    a run is building it right now (``busy``: its own check is about to report; its digest is left
+    as it was so it is looked at again next time). Hours without any pair are never reported."""
+    rebuilt_set, judged_set, busy_set, window_set = set(rebuilt), set(judged), set(busy), set(window)
+    report: list[int] = []
+    digests: dict[int, str] = {h: d for h, d in prior_digests.items() if h in window_set and h in busy_set}
+    for h in sorted(set(hours)):
+        if h in busy_set or not audits.get(h):
+            continue
+        d = audit_digest(audits[h])
+        if h in window_set:
+            digests[h] = d
+        prior = prior_digests.get(h)
+        changed = h in rebuilt_set or prior != d
+        explained = h in judged_set and (h in rebuilt_set or prior is None)
+        if changed and not explained:
+            report.append(h)
+    return ReportPlan(report=report, digests=digests)
+
+
 def audit_hour_set(ch: ClickHouse, hours: Iterable[int], symbols: Any = None) -> dict[int, list[HourAudit]]:
     """Audit the given hours (hour starts, µs) in one store session: one ``audit_hours`` query per
     contiguous span. Returns {hour start: its HourAudits} for every hour asked (possibly [] when

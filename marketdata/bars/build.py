@@ -86,9 +86,9 @@ class BuildResult:
     incomplete: dict[str, int] = field(default_factory=dict)   # "exchange:symbol" -> incomplete minutes
     elapsed_s: float = 0.0
 
-    @property
-    def completeness_pct(self) -> float:
-        return round(100.0 * self.complete_bars / self.bars_written, 4) if self.bars_written else 100.0
+    # No completeness % here: rows are written for every minute (an equity's out-of-session minutes
+    # too), so complete_bars / bars_written is not completeness. Completeness is expected (market
+    # calendar) vs stored: completeness.audit_hours / totals, the one function everyone reports.
 
     @property
     def symbols(self) -> int:

@@ -123,3 +123,23 @@ def expected_minutes(exchange: str, symbol: str, hour_start_us: int) -> tuple[in
 
 def expected_count(exchange: str, symbol: str, hour_start_us: int) -> int:
     return len(expected_minutes(exchange, symbol, hour_start_us))
+
+
+def next_expected_us(exchange: str, symbol: str, from_us: int, until_us: int) -> int:
+    """The start of the first minute at or after the minute containing ``from_us`` that the pair's
+    calendar expects a bar for, capped at ``until_us``; ``from_us`` itself when that minute is
+    expected (24/7 venues: always). So [from_us, result) is a span the market expects nothing of:
+    a venue whose coverage ends at ``from_us`` outside its session is not behind until the next
+    session opens (the watermark's notion of "behind" uses the same calendar as the audit)."""
+    cal = calendar_for(exchange, symbol)
+    if cal is ALWAYS_OPEN or from_us >= until_us:
+        return from_us
+    minute = from_us // US_PER_MINUTE * US_PER_MINUTE
+    hour = minute // US_PER_HOUR * US_PER_HOUR
+    while hour < until_us:
+        for m in cal.expected_minutes(hour):
+            t = hour + m * US_PER_MINUTE
+            if t >= minute:
+                return max(from_us, t) if t < until_us else until_us
+        hour += US_PER_HOUR
+    return until_us

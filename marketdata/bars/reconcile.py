@@ -12,8 +12,12 @@ business; counted here as skipped):
   trade ids do not order same-timestamp trades cannot cause false alarms).
 
 A minute the venue has no candle for counts as zero trades and zero volume (venues omit empty
-intervals). Fetch failures are reported per pair and make the result fail (not reconciled is not
-reconciled), with the reason named.
+intervals). A pair whose candles cannot be fetched (venue unreachable, no API keys, an error
+answer) is listed with the reason in ``errors`` and is not compared; it does not fail the result,
+which fails only on a mismatch (the completeness check owns "is it all there"; this one owns
+"does what is there agree with the venue"). Keys come from the environment, as for the
+connectors (e.g. APCA_API_KEY_ID / APCA_API_SECRET_KEY; ``marketdata up`` gives Dagster the
+simulator's demo keys as it gives them to the connector).
 
 Settings: ``MARKETDATA_RECONCILE_TIMEOUT_S`` (HTTP timeout per request, default 10),
 ``MARKETDATA_RECONCILE_VOLUME_REL_TOL`` (relative tolerance on volume, default 0 = exact; the
@@ -120,7 +124,9 @@ class ReconcileResult:
 
     @property
     def passed(self) -> bool:
-        return all(p.passed for p in self.pairs)
+        """No compared minute differs from the venue's candle (pairs without candles are listed in
+        ``errors``, not failed)."""
+        return not any(p.mismatches for p in self.pairs)
 
     def mismatches_by_pair(self, max_minutes: int = 60) -> dict[str, list[str]]:
         return {p.key: p.mismatched_minutes[:max_minutes] for p in self.pairs if p.mismatches}

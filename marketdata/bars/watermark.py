@@ -40,6 +40,7 @@ from typing import Iterable, Mapping
 from ..settings import env_number
 from ..clock import US_PER_HOUR
 from ..storage.clickhouse import ClickHouse
+from .calendar import next_expected_us
 from .universe import Pair, normalize_pairs, pairs_param
 
 US_PER_S = 1_000_000
@@ -155,14 +156,30 @@ def _int(h: Mapping[str, str], k: str) -> int:
 
 def venue_progress(pairs: Iterable, persisted_ends: Mapping[Pair, int],
                    health: Mapping[str, Mapping[str, str]], now_us: int,
-                   settings: WatermarkSettings) -> dict[str, VenueProgress]:
-    """Per venue: persisted coverage (min over its symbols), and whether it is known down/stalled."""
+                   settings: WatermarkSettings, since_us: int | None = None) -> dict[str, VenueProgress]:
+    """Per venue: persisted coverage (min over its symbols), and whether it is known down/stalled.
+
+    Coverage is read through the market calendar (``calendar.next_expected_us``, the function the
+    audit's expected bars come from): a symbol whose coverage ends where its market closed is
+    "covered" on through the minutes its calendar expects nothing of, up to the next session or
+    now -- so an equity venue that is connected and silent outside its session neither holds the
+    hour back nor reads as stalled. ``since_us``: where a symbol without any persisted coverage
+    (since then) starts being judged (None: it counts as uncovered)."""
     by_venue: dict[str, list[str]] = {}
     for ex, sym in normalize_pairs(pairs):
         by_venue.setdefault(ex, []).append(sym)
     out: dict[str, VenueProgress] = {}
     for venue, symbols in sorted(by_venue.items()):
-        ends = {s: persisted_ends.get((venue, s), 0) for s in symbols}
+        ends: dict[str, int] = {}
+        for s in symbols:
+            end = persisted_ends.get((venue, s), 0)
+            if end:
+                ends[s] = next_expected_us(venue, s, end, now_us)
+            elif since_us:
+                quiet_to = next_expected_us(venue, s, since_us, now_us)
+                ends[s] = quiet_to if quiet_to > since_us else 0     # 0: expected, nothing covered
+            else:
+                ends[s] = 0
         behind = min(symbols, key=lambda s: (ends[s], s))
         h = health.get(venue) or {}
         p = VenueProgress(venue, symbols, covered_to_us=ends[behind], behind_symbol=behind,

@@ -8,8 +8,8 @@ marketdata.storage). Each domain package exposes ``defs`` (a ``dg.Definitions``)
     bars/           bars_1m asset, bars_1m_complete check, bars_1m_job, bars_1m_hourly schedule
     ingest/         external assets ingest/<venue> and raw_ticks, ingest_healthy / persist_healthy
                     checks, ingest_health and bars_hour_closed sensors
-    audit/          bars_completeness_audit sensor, bars_1m_reconciled check, completeness_daily
-                    asset + completeness_daily_job + completeness_daily_schedule
+    audit/          bars_completeness_audit sensor -> bars_completeness_audit_job, bars_1m_reconciled
+                    check, completeness_daily asset + completeness_daily_job + schedule
     backfill/       historical_backfill job (REST history -> ticks -> bars_1m), tick_backfills
                     external asset; rebuild.py records rebuilt hours on bars_1m / bars_1m_complete
     repair/         gap_repair sensor -> gap_repair_job (repair recorded gaps, rebuild their

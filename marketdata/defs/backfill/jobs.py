@@ -129,7 +129,7 @@ def rebuild_backfilled_bars(context: dg.OpExecutionContext, hours: list[int], cl
         "bars_written": dg.MetadataValue.int(res.bars_written),
         "complete_bars": dg.MetadataValue.int(stored),
         "expected_bars": dg.MetadataValue.int(expected),
-        "build_seconds": dg.MetadataValue.float(res.build_seconds),
+        "build_seconds": dg.MetadataValue.float(float(res.build_seconds)),
     })
 
 

@@ -9,6 +9,7 @@ from typing import Generator
 import dagster as dg
 
 from ...backfill import RebuildResult, format_us, rebuild_hours
+from ...bars import totals
 from ...clock import US_PER_HOUR
 from ..bars.assets import bars_1m
 from ..bars.checks import hourly_check_evaluations, latest_materializations
@@ -29,8 +30,8 @@ def rebuild_and_record(context: dg.OpExecutionContext, store, hours: list[int], 
     res = rebuild_hours(store, hours, pairs, max_hours=MAX_HOURS_PER_BUILD)
     for (a, b), build in zip(res.ranges, res.builds):
         context.log.info(f"bars_1m [{format_us(a)}, {format_us(b)}) rebuilt ({reason}): {build.bars_written} "
-                         f"bars for {build.symbols} pairs, {build.complete_bars} complete "
-                         f"({build.completeness_pct}%), {build.elapsed_s}s")
+                         f"bars for {build.symbols} pairs, {build.complete_bars} rows complete, "
+                         f"{build.elapsed_s}s")
     first, closed = partition_bounds_us()
     by_hour: dict[int, list] = {}
     for a in res.audits:
@@ -40,15 +41,15 @@ def rebuild_and_record(context: dg.OpExecutionContext, store, hours: list[int], 
         if not first <= h < closed:
             continue
         rows = by_hour[h]
-        expected = sum(x.expected for x in rows)
-        stored = sum(x.stored for x in rows)
+        t = totals(rows)
         yield dg.AssetMaterialization(
             asset_key=bars_1m.key, partition=hour_key(h),
             description=f"rebuilt by {context.job_name} ({reason})",
             metadata={
-                "complete_bars": dg.MetadataValue.int(stored),
-                "expected_bars": dg.MetadataValue.int(expected),
-                "completeness_pct": dg.MetadataValue.float(round(100.0 * stored / expected, 4) if expected else 100.0),
+                "complete_bars": dg.MetadataValue.int(t.stored),
+                "expected_bars": dg.MetadataValue.int(t.expected),
+                "stored_bars": dg.MetadataValue.int(t.stored),
+                "completeness_pct": dg.MetadataValue.float(float(t.completeness_pct)),
                 "symbols": dg.MetadataValue.int(len(rows)),
                 "hours": dg.MetadataValue.int(1),
                 "build_version": dg.MetadataValue.text(str(version.get(h, ""))),

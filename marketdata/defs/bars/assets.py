@@ -17,7 +17,7 @@ import warnings
 
 import dagster as dg
 
-from ...bars import build_bars
+from ...bars import audit_hours, build_bars, totals
 from ...clock import US_PER_HOUR
 from ..partitions import hourly_partitions, time_window_us
 from ..resources import ClickHouseResource, MarketdataConfigResource
@@ -53,23 +53,35 @@ with warnings.catch_warnings():
                 marketdata_config: MarketdataConfigResource) -> dg.MaterializeResult:
         start_us, end_us = time_window_us(context.partition_time_window)
         store = clickhouse.store()
-        result = build_bars(store, start_us, end_us, marketdata_config.pairs())
+        pairs = marketdata_config.pairs()
+        result = build_bars(store, start_us, end_us, pairs)
+        # Completeness = expected bars (the market calendar) vs stored complete bars: the same
+        # audit_hours the bars_1m_complete check reports, so the materialization and its check
+        # show one number (rows outside an equity session are written but not expected).
+        audits = audit_hours(store, start_us, end_us, pairs)
+        t = totals(audits)
         context.log.info(
             f"bars_1m [{context.partition_time_window.start:%Y-%m-%d %H:%M}, "
             f"{context.partition_time_window.end:%Y-%m-%d %H:%M}) UTC: {result.bars_written} bars for "
-            f"{result.symbols} pairs, {result.complete_bars} complete ({result.completeness_pct}%), "
+            f"{result.symbols} pairs, {t.stored}/{t.expected} expected bars complete ({t.completeness_pct}%), "
             f"{result.ticks} ticks, build_version {result.build_version}, {result.elapsed_s}s")
-        incomplete = dict(sorted(result.incomplete.items(), key=lambda kv: (-kv[1], kv[0]))[:50])
+        missing: dict[str, int] = {}
+        for a in audits:
+            if a.missing:
+                missing[a.key] = missing.get(a.key, 0) + a.missing
+        incomplete = dict(sorted(missing.items(), key=lambda kv: (-kv[1], kv[0]))[:50])
         return dg.MaterializeResult(metadata={
             "bars_written": dg.MetadataValue.int(result.bars_written),
-            "complete_bars": dg.MetadataValue.int(result.complete_bars),
-            "completeness_pct": dg.MetadataValue.float(float(result.completeness_pct)),
+            "complete_bars": dg.MetadataValue.int(result.complete_bars),   # rows with complete = 1
+            "expected_bars": dg.MetadataValue.int(t.expected),
+            "stored_bars": dg.MetadataValue.int(t.stored),                 # complete bars the calendar expects
+            "completeness_pct": dg.MetadataValue.float(float(t.completeness_pct)),
             "ticks": dg.MetadataValue.int(result.ticks),
             "trades": dg.MetadataValue.int(result.trades),
             "symbols": dg.MetadataValue.int(result.symbols),
             "hours": dg.MetadataValue.int((end_us - start_us) // US_PER_HOUR),
             "build_version": dg.MetadataValue.text(str(result.build_version)),   # an id, not a series
             "build_seconds": dg.MetadataValue.float(float(result.elapsed_s)),
-            # {"exchange:symbol": incomplete minutes}, worst 50
+            # {"exchange:symbol": expected minutes without a complete bar}, worst 50
             "incomplete_symbols": dg.MetadataValue.json(incomplete),
         })

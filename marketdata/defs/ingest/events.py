@@ -30,7 +30,7 @@ def _clean(md: dict[str, Any]) -> dict[str, Any]:
 def venue_metadata(h: VenueHealth) -> dict[str, Any]:
     """Numeric metadata (plotted over time in the UI) plus the last tick and state."""
     return _clean({
-        "ticks_per_s": dg.MetadataValue.float(h.ticks_per_s) if h.ticks_per_s is not None else None,
+        "ticks_per_s": dg.MetadataValue.float(float(h.ticks_per_s)) if h.ticks_per_s is not None else None,
         "lag_ms": dg.MetadataValue.float(float(h.lag_ms)),
         "heartbeat_age_s": (dg.MetadataValue.float(float(h.heartbeat_age_s))
                             if h.heartbeat_age_s is not None else None),
@@ -65,8 +65,8 @@ def venue_observation(h: VenueHealth) -> dg.AssetObservation:
 
 def venue_check_result(h: VenueHealth, bounds: HealthBounds) -> dg.AssetCheckEvaluation:
     md = {"status": dg.MetadataValue.text(h.status),
-          "stale_bound_s": dg.MetadataValue.float(bounds.stale_s),
-          "max_lag_bound_ms": dg.MetadataValue.float(bounds.max_lag_ms)}
+          "stale_bound_s": dg.MetadataValue.float(float(bounds.stale_s)),
+          "max_lag_bound_ms": dg.MetadataValue.float(float(bounds.max_lag_ms))}
     if h.reasons:
         md["reasons"] = dg.MetadataValue.md("\n".join(f"- {r}" for r in h.reasons))
     if h.warnings:
@@ -97,7 +97,7 @@ def persist_metadata(p: PersistHealth) -> dict[str, Any]:
         "persist_workers_live": dg.MetadataValue.int(len(p.live)),
         "persist_pending": dg.MetadataValue.int(p.pending),
         "persist_lag_ms": dg.MetadataValue.float(float(p.lag_ms)),
-        "ticks_persisted_per_s": (dg.MetadataValue.float(p.ticks_per_s) if p.ticks_per_s is not None else None),
+        "ticks_persisted_per_s": (dg.MetadataValue.float(float(p.ticks_per_s)) if p.ticks_per_s is not None else None),
         "deadletters": dg.MetadataValue.int(sum(w.deadletters for w in p.live)),
         "workers": dg.MetadataValue.table(rows, schema=schema),
     })
@@ -115,7 +115,7 @@ def persist_summary(p: PersistHealth) -> str:
 
 def persist_check_result(p: PersistHealth, bounds: HealthBounds) -> dg.AssetCheckEvaluation:
     md = {k: v for k, v in persist_metadata(p).items() if k != "workers"}
-    md["max_lag_bound_ms"] = dg.MetadataValue.float(bounds.persist_max_lag_ms)
+    md["max_lag_bound_ms"] = dg.MetadataValue.float(float(bounds.persist_max_lag_ms))
     if p.reasons:
         md["reasons"] = dg.MetadataValue.md("\n".join(f"- {r}" for r in p.reasons))
     return dg.AssetCheckEvaluation(asset_key=RAW_TICKS, check_name=PERSIST_CHECK, passed=p.healthy,

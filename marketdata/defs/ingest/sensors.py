@@ -10,6 +10,7 @@ import dagster as dg
 from redis.exceptions import RedisError
 
 from ...bars.audit import hour_key_us, parse_hour_key
+from ...bars.coverage import first_coverage_us
 from ...bars.watermark import (
     WatermarkSettings, persisted_coverage_ends, plan_closed_hours, ticks_per_hour, venue_progress,
 )
@@ -146,12 +147,21 @@ def _bars_hour_closed(context: dg.SensorEvaluationContext, clickhouse: ClickHous
         return dg.SensorResult(skip_reason=f"Redis unreachable, cannot tell which venues are up: "
                                            f"{redact(str(e))}", cursor=context.cursor)
 
+    store = clickhouse.store()
+    if after is None:
+        # First evaluation: start where the platform's data begins (the first coverage), never
+        # before -- the hours before it have no data to build (they stay unmaterialized; a
+        # historical backfill can still build them).
+        data_start = first_coverage_us(store)
+        if data_start is None:
+            return dg.SensorResult(skip_reason="no data yet: nothing is covered in marketdata.coverage",
+                                   cursor=context.cursor)
+        first_hour = max(first_hour, data_start // US_PER_HOUR * US_PER_HOUR)
     start = after + US_PER_HOUR if after is not None else max(
         first_hour, now // US_PER_HOUR * US_PER_HOUR - settings.lookback_hours * US_PER_HOUR)
     since = min([start, now - int(settings.stall_after_s * 1e6)] + list(prior_partial))
-    store = clickhouse.store()
     ends = persisted_coverage_ends(store, pairs, since)
-    progress = venue_progress(pairs, ends, health, now, settings)
+    progress = venue_progress(pairs, ends, health, now, settings, since_us=since)
     skip: set[int] = set()
     if after is None:       # first evaluation: do not rebuild hours that already have bars
         done = context.instance.get_materialized_partitions(dg.AssetKey("bars_1m"))
@@ -218,6 +228,9 @@ with warnings.catch_warnings():
             "MARKETDATA_HOUR_CLOSE_DOWN_S are known down and do not hold the hour back (it is built, "
             "shows incomplete, and is requested again once they have caught up). After an outage the "
             "backlog goes out as few range runs (≤ MARKETDATA_HOUR_CLOSE_MAX_HOURS_PER_RUN hours "
-            "each). Reports raw_ticks hours as materialized. Cursor: the last requested hour. The "
-            "bars_1m_hourly schedule remains the safety net."),
+            "each). The first evaluation starts at the hour the data begins (the first coverage row), "
+            "never before it. A venue whose market calendar expects no bars (an equity outside its "
+            "session) neither holds an hour back nor counts as down. Reports raw_ticks hours as "
+            "materialized. Cursor: the last requested hour. The bars_1m_hourly schedule remains "
+            "the safety net."),
     )(_bars_hour_closed)

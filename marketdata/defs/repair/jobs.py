@@ -94,7 +94,7 @@ def rebuild_repaired_hours(context: dg.OpExecutionContext, hours: list[int], cli
         "bars_written": dg.MetadataValue.int(res.bars_written),
         "complete_bars": dg.MetadataValue.int(sum(a.stored for a in res.audits)),
         "expected_bars": dg.MetadataValue.int(sum(a.expected for a in res.audits)),
-        "build_seconds": dg.MetadataValue.float(res.build_seconds),
+        "build_seconds": dg.MetadataValue.float(float(res.build_seconds)),
     })
 
 
