@@ -18,6 +18,7 @@ def main(argv: list[str] | None = None) -> int:
         "migrate": "apply the ClickHouse DDL in sql/",
         "bench": "benchmark the pipeline (--bars: a 30-day bars_1m backfill; --books: book resync time)",
         "backfill": "load trades from venue REST history for a range, then rebuild its bars",
+        "export": "write bars|ticks to Parquet by venue/symbol/day with a completeness manifest",
     }
     if not argv or argv[0] in ("-h", "--help") or argv[0] not in commands:
         print("usage: marketdata COMMAND [options]\n\ncommands:")
@@ -119,6 +120,9 @@ def main(argv: list[str] | None = None) -> int:
     if cmd == "backfill":
         from .backfill.cli import main as backfill_main
         return backfill_main(rest)
+    if cmd == "export":
+        from .export.cli import main as export_main
+        return export_main(rest)
     return 2
 
 
