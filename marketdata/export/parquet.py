@@ -208,3 +208,14 @@ def read_export(directory: str | Path, kind: str = "bars") -> pl.DataFrame:
     lf = pl.scan_parquet(d / "**" / "*.parquet", hive_partitioning=True,
                          hive_schema={"exchange": pl.String, "symbol": pl.String, "date": pl.String})
     return lf.select(schema).sort("exchange", "symbol", "time", maintain_order=True).collect()
+
+
+ENV_EXPORT_DIR = "MARKETDATA_EXPORT_DIR"
+
+
+def default_export_dir() -> Path:
+    """$MARKETDATA_EXPORT_DIR, else <data dir>/exports."""
+    import os
+
+    from ..settings import data_dir
+    return Path(os.environ.get(ENV_EXPORT_DIR) or data_dir() / "exports")
