@@ -15,7 +15,7 @@ from ..bars.build import TICKS_FINAL
 from ..bars.universe import Pair, pairs_param
 
 BARS_DAYS_SQL = """
-SELECT exchange, symbol, toString(toDate(minute)) AS day, count() AS rows, max(build_version) AS version,
+SELECT exchange, symbol, toString(toDate(minute)) AS day, count() AS n_rows, max(build_version) AS max_version,
        sum(cityHash64(minute, open, high, low, close, volume, trade_count, vwap, complete, build_version)) AS checksum
 FROM marketdata.bars_1m FINAL
 WHERE (exchange, symbol) IN {pairs:Array(Tuple(String, String))}
@@ -26,8 +26,8 @@ SETTINGS do_not_merge_across_partitions_select_final = 1
 """
 
 TICKS_DAYS_SQL = f"""
-SELECT exchange, symbol, toString(toDate(fromUnixTimestamp64Micro(ts_us))) AS day, count() AS rows,
-       max(version) AS version,
+SELECT exchange, symbol, toString(toDate(fromUnixTimestamp64Micro(ts_us))) AS day, count() AS n_rows,
+       max(version) AS max_version,
        sum(cityHash64(trade_id, ts_us, open, high, low, close, volume, trade_count, side, source, event, version))
 FROM marketdata.ticks FINAL
 WHERE (exchange, symbol) IN {{pairs:Array(Tuple(String, String))}}

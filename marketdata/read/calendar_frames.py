@@ -42,8 +42,8 @@ def session_minutes(pairs: list[Pair], start_us: int, end_us: int) -> pl.DataFra
         if always_open(ex, sym):
             continue
         ts = _expected_us(ex, sym, start_us, end_us)
-        frames.append(pl.DataFrame({"exchange": [ex] * len(ts), "symbol": [sym] * len(ts),
-                                    "time_us": pl.Series(ts, dtype=pl.Int64)}))
+        frames.append(pl.DataFrame({"exchange": [ex] * len(ts), "symbol": [sym] * len(ts), "time_us": list(ts)},
+                                   schema={"exchange": pl.String, "symbol": pl.String, "time_us": pl.Int64}))
     if not frames:
         return None
     return pl.concat(frames).with_columns(time=to_datetime(pl.col("time_us"))).drop("time_us")
