@@ -112,6 +112,9 @@ def main(argv: list[str] | None = None) -> int:
         if "--bars" in rest:
             from .backfill.bench import main as bars_bench_main
             return bars_bench_main(rest)
+        if "--read" in rest:
+            from .read.bench import main as read_bench_main
+            return read_bench_main(rest)
         if "--books" in rest:
             from .ingest.books.bench import main as books_bench_main
             return books_bench_main([a for a in rest if a != "--books"])

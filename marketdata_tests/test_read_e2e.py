@@ -110,17 +110,21 @@ def binance(env):
 
 @pytest.fixture(scope="module")
 def alpaca(env):
-    """The last session hour of the 2026-11-27 early close, on Alpaca (repair by time on)."""
+    """The last session hour of the 2026-11-27 early close, on Alpaca (repair by time on). The
+    simulator keeps printing after the 13:00 ET close (extended hours, ``sessions=always``) up to
+    its end at 18:02 UTC: prints that are stored but lie outside the session."""
     keys = {"APCA_API_KEY_ID": KEY, "APCA_API_SECRET_KEY": SECRET}
     p = _run(env, "alpaca", venue="alpaca", symbols=ALP_SYMBOLS, hour=ALP_HOUR, options={}, env=keys, rate=1500,
-             sim_args=["--venue-option", f"alpaca.key={KEY}", "--venue-option", f"alpaca.secret={SECRET}"])
+             sim_args=["--venue-option", f"alpaca.key={KEY}", "--venue-option", f"alpaca.secret={SECRET}",
+                       "--venue-option", "alpaca.sessions=always"])
     try:
         p.wait_health("connections", 1)
         p.wait_hour_persisted()
         p.sim.control("alpaca", "/_sim/flush", {})
     finally:
         p.stop()
-    build_bars(env["ch"], p.hour, p.hour_end, [("alpaca", s) for s in ALP_SYMBOLS])
+    # 18:00-19:00 too: its first minutes hold the after-hours prints
+    build_bars(env["ch"], p.hour, p.hour_end + H, [("alpaca", s) for s in ALP_SYMBOLS])
     return {"p": p, **_reference(p, env["ch"])}
 
 
@@ -193,6 +197,9 @@ def test_alpaca_early_close_bars_follow_the_session(alpaca, env):
         want = ref.resample(alpaca["bars"], {pr: {m for m in session if p.hour <= m < p.hour_end} for pr in pairs}, every)
         _compare(df, want)
         assert df["complete"].all()       # repaired by time: every session minute is complete
+    ones = bars("alpaca", ALP_SYMBOLS, p.hour, p.hour_end + H, store=ch)
+    after = ones.filter(ones["time"] >= datetime.fromtimestamp(p.hour_end / 1e6, tz=timezone.utc))
+    assert after.filter(after["trade_count"] > 0).height >= 2 and not after["expected"].any()
     hours = bars("alpaca", ALP_SYMBOLS, p.hour, p.hour_end + H, interval="1h", store=ch)
     assert [t.hour for t in hours["time"]] == [17, 17], "18:00 UTC is after the early close: no bar"
     day = bars("alpaca", ALP_SYMBOLS, EC_DAY, EC_DAY + 24 * H, interval="1d", store=ch)
