@@ -10,9 +10,10 @@ Files hold the columns of ``marketdata.read.bars`` (1m) / ``ticks`` except the p
 Incremental: every day's content fingerprint (rows, newest build or tick version, checksum of
 every row; ``marketdata.export.fingerprint``) is stored in the manifest; a day is written again
 only if its fingerprint differs or its file is gone. Data is read from ClickHouse as Arrow in
-chunks of up to ``CHUNK_DAYS`` days (one query per chunk for all pairs), files are written to a
-temp name and renamed, and the manifest is written last, so an interrupted export leaves no torn
-file and the next run redoes what was not recorded.
+chunks of up to ``CHUNK_DAYS`` days (one query per chunk for all pairs), each chunk's day files are
+written by pyarrow's dataset writer in one pass, replacing those partitions, and the manifest is
+written last, so after an interruption the next run finds fingerprints that do not match and
+writes those days again.
 """
 
 from __future__ import annotations
@@ -130,21 +131,18 @@ def export(store: ClickHouse, kind: str, pairs: list[Pair], start_us: int, end_u
                     for k in ks}
             frame = read_frame(c, kind, sorted({(k[0], k[1]) for k in keys}), a, b)
             frame = frame.with_columns(date=pl.col("time").dt.date().cast(pl.String))
-            for (ex, sym, day), part in frame.partition_by(PARTITION_COLS, as_dict=True, maintain_order=True).items():
-                k = (str(ex), str(sym), str(day))
-                if k not in keys:
-                    continue
-                path = directory / day_path(k)
-                path.parent.mkdir(parents=True, exist_ok=True)
-                tmp = path.with_suffix(".parquet.tmp")
-                part.drop(PARTITION_COLS).write_parquet(tmp, compression="zstd", statistics=True)
-                tmp.replace(path)
+            wanted = pl.DataFrame([list(x) for x in zip(*sorted(keys))], schema=PARTITION_COLS, orient="col")
+            frame = frame.join(wanted, on=PARTITION_COLS, how="semi", maintain_order="left")
+            write_partitions(frame, directory)
+            counts = dict(frame.group_by(PARTITION_COLS).len().select(
+                pl.concat_str(PARTITION_COLS, separator="/"), "len").iter_rows())
+            for k in sorted(keys):
                 p = prints[k]
                 new_days[day_key(k)] = {"path": day_path(k), **p.as_dict(), "written_at": now,
                                         "range": _day_range(k, start_us, end_us)}
                 result.written.append(day_key(k))
-                result.rows_written += part.height
-                bar.update(1)
+                result.rows_written += int(counts.get(day_key(k), 0))
+            bar.update(len(keys))
         bar.close()
     # days of these pairs inside the range that have no data any more: their files go
     for key in list(new_days):
@@ -176,6 +174,22 @@ def export(store: ClickHouse, kind: str, pairs: list[Pair], start_us: int, end_u
     mf.write_manifest(directory, manifest)
     result.elapsed_s = round(time.monotonic() - t0, 3)
     return result
+
+
+def write_partitions(frame: pl.DataFrame, directory: Path) -> None:
+    """One Parquet file per (exchange, symbol, date) of ``frame``, hive style, replacing the
+    partitions it writes (pyarrow's dataset writer: multi-threaded, one pass over the frame)."""
+    import pyarrow.dataset as ds
+
+    if frame.height == 0:
+        return
+    table = frame.to_arrow()
+    ds.write_dataset(
+        table, directory, format="parquet",
+        partitioning=ds.partitioning(table.select(PARTITION_COLS).schema, flavor="hive"),
+        basename_template="part-{i}.parquet", existing_data_behavior="delete_matching",
+        file_options=ds.ParquetFileFormat().make_write_options(compression="zstd"),
+        max_rows_per_file=0, max_rows_per_group=1 << 20, use_threads=True)
 
 
 def _day_range(k: DayKey, start_us: int, end_us: int) -> str:
