@@ -310,3 +310,19 @@ def test_dagster_daily_export_writes_the_day_with_its_completeness(world, tmp_pa
     assert md["completeness_pct"] == 100.0
     back = read_export(tmp_path / "exp", "bars")
     assert back.height == 300 and back.filter(pl.col("expected")).height == 210
+
+
+def test_daily_export_schedule_writes_the_previous_day():
+    from marketdata.definitions import defs
+    dg.Definitions.validate_loadable(defs)
+    repo = defs.get_repository_def()
+    sched = repo.get_schedule_def("bars_export_daily_schedule")
+    assert sched.cron_schedule == "45 0 * * *" and sched.job_name == "bars_export_daily_job"
+    assert sched.default_status == dg.DefaultScheduleStatus.RUNNING
+    with dg.DagsterInstance.ephemeral() as instance:
+        ctx = dg.build_schedule_context(instance=instance,
+                                        scheduled_execution_time=datetime(2026, 3, 2, 0, 45, tzinfo=timezone.utc))
+        (req,) = sched.evaluate_tick(ctx).run_requests
+    assert req.partition_key == "2026-03-01"
+    node = repo.asset_graph.get(dg.AssetKey("bars_export_daily"))
+    assert node.owners and node.description and dg.AssetKey("bars_1m") in node.parent_keys

@@ -69,10 +69,21 @@ def fill(ch: ClickHouse, venue: str, symbols: list[str], start_us: int, days: in
     return time.perf_counter() - t0
 
 
-def timed(fn):
+def cpu_s() -> float:
+    """CPU seconds of this process (user + system; with the embedded store, its engine threads too)."""
+    import resource
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+CPU: dict[str, float] = {}
+
+
+def timed(fn, name: str = ""):
     gc.collect()
-    t0 = time.perf_counter()
+    c0, t0 = cpu_s(), time.perf_counter()
     out = fn()
+    CPU[name] = cpu_s() - c0
     return time.perf_counter() - t0, out
 
 
@@ -106,6 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     pairs: list[Pair] = [(a.venue, s) for s in symbols]
     rows_expected = a.days * 1440 * a.symbols
     results: list[tuple[str, float, int]] = []
+    keys: list[str] = []
     try:
         with ch.session() as c:
             have = c.query(PLAIN_SQL.replace("SELECT exchange", "SELECT count() FROM (SELECT exchange") + ")",
@@ -115,31 +127,39 @@ def main(argv: list[str] | None = None) -> int:
               f"filled in {fill_s:.1f} s" + (" (already there)" if have else ""), flush=True)
         with ch.session() as c:
             params = {"pairs": pairs_param(pairs), "a": start_us, "b": end_us}
-            s, df = timed(lambda: bars(a.venue, symbols, start_us, end_us, store=ch))
+            s, df = timed(lambda: bars(a.venue, symbols, start_us, end_us, store=ch), "api")
+            keys.append("api")
             results.append(("bars() -> polars (API)", s, df.height))
             del df
-            s, df = timed(lambda: pl.from_arrow(c.query_arrow(PLAIN_SQL, parameters=params, use_strings=True)))
+            s, df = timed(lambda: pl.from_arrow(c.query_arrow(PLAIN_SQL, parameters=params, use_strings=True)), "arrow")
+            keys.append("arrow")
             results.append(("query_arrow -> polars.from_arrow", s, df.height))
             del df
             if not a.no_pandas:
-                s, df = timed(lambda: c.query_df_arrow(PLAIN_SQL, parameters=params, use_strings=True))
+                s, df = timed(lambda: c.query_df_arrow(PLAIN_SQL, parameters=params, use_strings=True), "df_arrow")
+                keys.append("df_arrow")
                 results.append(("query_df_arrow -> pandas (Arrow dtypes)", s, len(df)))
                 del df
-                s, df = timed(lambda: c.query_df(PLAIN_SQL, parameters=params))
+                s, df = timed(lambda: c.query_df(PLAIN_SQL, parameters=params), "df")
+                keys.append("df")
                 results.append(("query_df -> pandas (plain SELECT)", s, len(df)))
                 del df
         out = work / "export"
-        s, r = timed(lambda: export(ch, "bars", pairs, start_us, end_us, out, progress=True))
+        s, r = timed(lambda: export(ch, "bars", pairs, start_us, end_us, out, progress=True), "export")
         size = sum(p.stat().st_size for p in (out / "bars").rglob("*.parquet"))
+        keys.append("export")
         results.append((f"export() -> Parquet ({len(r.written)} files, {size / 1e6:.0f} MB)", s, r.rows_written))
-        s, r2 = timed(lambda: export(ch, "bars", pairs, start_us, end_us, out, progress=False))
+        s, r2 = timed(lambda: export(ch, "bars", pairs, start_us, end_us, out, progress=False), "export2")
+        keys.append("export2")
         results.append((f"export() again ({len(r2.written)} written, {len(r2.unchanged)} unchanged)", s, r2.rows_written))
     finally:
         if not a.dir:
             shutil.rmtree(work, ignore_errors=True)
-    print(f"\n{'step':55s} {'seconds':>8s} {'rows':>12s} {'rows/s':>12s}")
-    for name, s, n in results:
-        print(f"{name:55s} {s:8.2f} {n:12,d} {n / s if s else 0:12,.0f}")
+    import os
+    print(f"\n{'step':55s} {'wall s':>8s} {'CPU s':>8s} {'rows':>12s} {'rows/s':>12s}")
+    for key, (name, s, n) in zip(keys, results):
+        print(f"{name:55s} {s:8.2f} {CPU.get(key, 0):8.2f} {n:12,d} {n / s if s else 0:12,.0f}")
+    print(f"(load average at the end: {', '.join(f'{x:.1f}' for x in os.getloadavg())} on {os.cpu_count()} CPUs)")
     read_s, export_s = results[0][1], next(s for n, s, _ in results if n.startswith("export() ->"))
     print(f"\ntargets: read <= {READ_TARGET_S} s: {read_s:.2f} s ({'met' if read_s <= READ_TARGET_S else 'MISSED'}); "
           f"export <= {EXPORT_TARGET_S} s: {export_s:.2f} s ({'met' if export_s <= EXPORT_TARGET_S else 'MISSED'})")
