@@ -87,6 +87,14 @@ def timed(fn, name: str = ""):
     return time.perf_counter() - t0, out
 
 
+class _Results(list):
+    """(step, wall s, rows) in order; each step is also printed as soon as it is measured."""
+
+    def append(self, item) -> None:
+        super().append(item)
+        print(f"  {item[0]}: {item[1]:.2f} s wall, {item[2]:,} rows", flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="marketdata bench --read", description=__doc__.split("\n\n")[0])
     ap.add_argument("--read", action="store_true", help="(accepted for `marketdata bench --read`)")
@@ -116,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     symbols = [f"{b}-USDT" for b in BASES[:a.symbols]]
     pairs: list[Pair] = [(a.venue, s) for s in symbols]
     rows_expected = a.days * 1440 * a.symbols
-    results: list[tuple[str, float, int]] = []
+    results = _Results()
     keys: list[str] = []
     try:
         with ch.session() as c:
