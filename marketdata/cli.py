@@ -31,6 +31,7 @@ def _main(argv: list[str]) -> int:
         "clickhouse": "run the local ClickHouse server (the embedded engine behind ClickHouse's HTTP interface)",
         "bench": "benchmark the pipeline (--bars: a 30-day bars_1m backfill; --books: book resync time)",
         "backfill": "load trades from venue REST history for a range, then rebuild its bars",
+        "export": "write bars|ticks to Parquet by venue/symbol/day with a completeness manifest",
     }
     if not argv or argv[0] in ("-h", "--help") or argv[0] not in commands:
         usage = "usage: marketdata COMMAND [options]   (marketdata COMMAND --help for its options)\n\ncommands:\n" \
@@ -153,6 +154,9 @@ def _main(argv: list[str]) -> int:
         if "--bars" in rest:
             from .backfill.bench import main as bars_bench_main
             return bars_bench_main(rest)
+        if "--read" in rest:
+            from .read.bench import main as read_bench_main
+            return read_bench_main(rest)
         if "--books" in rest:
             from .ingest.books.bench import main as books_bench_main
             return books_bench_main([a for a in rest if a != "--books"])
@@ -161,6 +165,9 @@ def _main(argv: list[str]) -> int:
     if cmd == "backfill":
         from .backfill.cli import main as backfill_main
         return backfill_main(rest)
+    if cmd == "export":
+        from .export.cli import main as export_main
+        return export_main(rest)
     return 2
 
 

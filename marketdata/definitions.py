@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dagster as dg
 
-from .defs import audit, backfill, bars, ingest, repair
+from .defs import audit, backfill, bars, export, ingest, repair
 from .defs.resources import resource_defs
 
 defs: dg.Definitions = dg.Definitions.merge(
@@ -18,5 +18,6 @@ defs: dg.Definitions = dg.Definitions.merge(
     repair.defs,
     ingest.defs,
     audit.defs,
+    export.defs,
     dg.Definitions(resources=resource_defs()),
 )

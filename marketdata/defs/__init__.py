@@ -14,6 +14,8 @@ marketdata.storage). Each domain package exposes ``defs`` (a ``dg.Definitions``)
                     external asset; rebuild.py records rebuilt hours on bars_1m / bars_1m_complete
     repair/         gap_repair sensor -> gap_repair_job (repair recorded gaps, rebuild their
                     hours), tick_gaps external asset
+    export/         bars_export_daily asset (a UTC day as Parquet + manifest), its job and
+                    bars_export_daily_schedule
 """
 
 import warnings as _warnings
