@@ -40,7 +40,7 @@ def describe(res: ReconcileResult) -> tuple[str, dict[str, Any]]:
         desc = "nothing to reconcile" + (
             f" ({'; '.join(f'{v}: {why}' for v, why in res.unsupported.items())})" if res.unsupported else "")
     if res.errors:
-        desc += (f"; not reconciled (candles unavailable): "
+        desc += ("; not reconciled (candles unavailable): "
                  + "; ".join(f"{k}: {v}" for k, v in list(res.errors.items())[:3])
                  + (" ..." if len(res.errors) > 3 else ""))
     md: dict[str, Any] = {
