@@ -34,7 +34,9 @@ FAST_TESTS = [
     "marketdata_tests/test_calendar_nyse.py",
     "marketdata_tests/test_bars.py",
     "marketdata_tests/test_health.py",
-    "marketdata_tests/test_dagster_bars.py",
+    # Dagster's definitions load and one partition materializes with its check.
+    "marketdata_tests/test_dagster_bars.py::test_definitions_load",
+    "marketdata_tests/test_dagster_bars.py::test_partition_materializes_and_check_passes",
 ]
 
 
@@ -72,7 +74,8 @@ def test_fast_tests_pass_on_each_supported_python(version, tmp_path):
     subprocess.run([python, "-m", "venv", str(venv)], check=True, timeout=300)
     py = str(venv / "bin" / "python")
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV", "PYTHONHOME")}
-    inst = subprocess.run([py, "-m", "pip", "install", "-q", "--disable-pip-version-check", "-e", ".[test]"],
+    inst = subprocess.run([py, "-m", "pip", "install", "-q", "--disable-pip-version-check", "--no-compile",
+                           "-e", ".[test]"],
                           cwd=str(REPO), env=env, capture_output=True, text=True, timeout=1200)
     assert inst.returncode == 0, f"pip install on {version} failed:\n{inst.stdout[-3000:]}\n{inst.stderr[-5000:]}"
     t_install = time.monotonic() - t0

@@ -188,7 +188,7 @@ def _open_graph_and_launch(page: Page, shots: Screenshots, base: str, partition:
     # The toast fades after a few seconds (a screenshot on a loaded machine can take longer):
     # the run is opened from the Runs page by the id the toast named.
     page.goto(f"{base}/runs")
-    page.get_by_role("link", name=short, exact=True).first.click()
+    page.locator(f"a[href^='/runs/{short}']").first.click()
     page.wait_for_url(re.compile(r"/runs/[0-9a-f-]{36}"))
     return re.search(r"/runs/([0-9a-f-]{36})", page.url).group(1)
 
