@@ -43,7 +43,7 @@ from .harness import REPO, wait_for
 
 # The sensors page is read after every sensor ticked since the run: the audit sensor ticks every
 # 5 minutes, so this test takes 6-7 minutes, most of it waiting.
-pytestmark = [pytest.mark.ui, pytest.mark.timeout(900)]
+pytestmark = [pytest.mark.ui, pytest.mark.timeout(1500)]
 
 PAIRS = [("binance", "BTC-USDT"), ("binance", "ETH-USDT")]
 SPEED = 60                    # one simulated hour per wall minute
@@ -265,7 +265,7 @@ def test_rebuild_an_hour_from_the_ui_and_read_its_audit(stack, tmp_path):
             run_id = _open_graph_and_launch(page, shots, stack.url, partition)
             run = stack.run(run_id)
             assert {"key": "dagster/partition", "value": partition} in run["tags"], run
-            wait_for(lambda: stack.run(run_id)["status"] in ("SUCCESS", "FAILURE", "CANCELED"), 240,
+            wait_for(lambda: stack.run(run_id)["status"] in ("SUCCESS", "FAILURE", "CANCELED"), 600,
                      f"run {run_id}", interval=1.0, on_timeout=stack.log)
             run = stack.run(run_id)
             expect(page.get_by_text("Success", exact=True).first).to_be_visible()
