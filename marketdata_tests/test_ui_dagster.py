@@ -42,7 +42,8 @@ from .browser import Screenshots, launch_chromium
 from .harness import REPO, wait_for
 
 # The sensors page is read after every sensor ticked since the run: the audit sensor ticks every
-# 5 minutes, so this test takes 6-7 minutes, most of it waiting.
+# 5 minutes, so this test takes about 5 minutes on an idle machine, most of it waiting (over 12 on
+# one with a load of 50, where a queued run waits minutes for its turn on the clickhouse pool).
 pytestmark = [pytest.mark.ui, pytest.mark.timeout(1500)]
 
 PAIRS = [("binance", "BTC-USDT"), ("binance", "ETH-USDT")]
