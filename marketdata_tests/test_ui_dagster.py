@@ -227,18 +227,19 @@ def _read_check_partition(page: Page, shots: Screenshots, base: str, partition: 
 def _read_sensor_ticks(page: Page, shots: Screenshots, base: str, names: list[str]) -> dict[str, str]:
     """The automation page, then each sensor's page: its "Latest tick" row, as shown."""
     page.goto(f"{base}/automation")
+    link = lambda n: page.locator(f"a[href$='/sensors/{n}']").first  # noqa: E731 (its name has icon labels)
     for n in names:
-        expect(page.get_by_role("link", name=n, exact=True)).to_be_visible()
+        expect(link(n)).to_be_visible()
     shots.take("automation")
     latest = {}
     for n in names:
-        page.get_by_role("link", name=n, exact=True).click()
+        link(n).click()
         row = page.locator("tr", has=page.get_by_text("Latest tick", exact=True))
         expect(row).to_contain_text(re.compile(r"\d{1,2}:\d{2}:\d{2}"))
         latest[n] = " ".join(row.inner_text().split())
         shots.take(f"sensor {n}")
         page.go_back()
-        expect(page.get_by_role("link", name=n, exact=True)).to_be_visible()
+        expect(link(n)).to_be_visible()
     return latest
 
 
