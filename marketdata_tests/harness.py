@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable
 
@@ -115,6 +116,19 @@ def fresh_store(url: str):
     ch.command("DROP DATABASE IF EXISTS marketdata SYNC")
     migrate(ch)
     return ch
+
+
+@contextmanager
+def own_store(tmp: Path):
+    """A ClickHouse server of its own (for module-scoped data that other tests, which empty the
+    shared server's database, must not touch): (server, store with the schema), stopped after."""
+    from marketdata.storage.clickhouse import LocalClickHouse
+    with LocalClickHouse(tmp / "clickhouse", publish_url=False, max_memory=1 << 30) as srv:
+        ch = fresh_store(srv.url)
+        try:
+            yield srv, ch
+        finally:
+            ch.close()
 
 
 def platform_env(home: Path, redis_url: str, clickhouse_url: str, config: Path | None = None) -> dict:

@@ -73,7 +73,7 @@ def test_partition_run_and_range_backfill_through_webserver_and_daemon(dagster):
 
     # One partition, as "Materialize" of one hour (or a schedule tick) launches it.
     run_id = dagster.launch_run("bars_1m_job", tags={"dagster/partition": "2026-01-05-10:00"})
-    assert dagster.wait_run(run_id, timeout=120) == "SUCCESS", dagster.log_tail()
+    assert dagster.wait_run(run_id, timeout=400) == "SUCCESS", dagster.log_tail()
 
     # A range, as the asset graph's backfill dialog launches it (BackfillPolicy applies).
     bid = dagster.launch_asset_backfill("bars_1m", "2026-01-05-11:00", "2026-01-05-13:00",

@@ -16,7 +16,7 @@ from .pipeline import read_truth
 
 
 def test_trades_all_delivers_every_fill_once(tmp_path, redis_server):
-    env = platform_env(tmp_path, redis_server.url, f"chdb://{tmp_path / 'ch'}")
+    env = platform_env(tmp_path, redis_server.url, "http://127.0.0.1:9")
     truth_path = tmp_path / "truth.csv"
     sim = SimProc(["simulate", "--venues", "okx", "--symbols", "BTC-USDT", "--rate", "300",
                    "--ground-truth", str(truth_path)], env, tmp_path)

@@ -21,6 +21,7 @@ from marketdata.export import export, read_export
 from marketdata.read import ReadError, bars, completeness, ticks
 
 from . import read_reference as ref
+from .harness import own_store
 
 S, M, H = 1_000_000, 60_000_000, 3_600_000_000
 D0 = int(datetime(2026, 1, 5, tzinfo=timezone.utc).timestamp()) * S          # crypto day
@@ -60,11 +61,12 @@ def _coverage(pair, start, end):
 def world(tmp_path_factory):
     """A store with 3 h of two crypto pairs (one with a coverage hole) and the early-close
     session of AAPL (plus after-hours prints), built by build_bars; and the references."""
-    from marketdata.storage.clickhouse import ClickHouse
-    from marketdata.storage.migrate import migrate
     tmp = tmp_path_factory.mktemp("read")
-    ch = ClickHouse(f"chdb://{tmp / 'clickhouse'}")
-    migrate(ch)
+    with own_store(tmp) as (_, ch):
+        yield _fill_world(tmp, ch)
+
+
+def _fill_world(tmp, ch) -> dict:
     rng = random.Random(5)
     trades, covered = {}, {}
     for p in CRYPTO:

@@ -25,12 +25,10 @@ from marketdata.bars.build import build_bars
 from marketdata.clock import US_PER_HOUR, US_PER_MINUTE as M
 from marketdata.export import export, read_export
 from marketdata.read import bars, completeness, ticks
-from marketdata.storage.clickhouse import ClickHouse
-from marketdata.storage.migrate import migrate
 from marketdata.storage.redis import EmbeddedRedis
 
 from . import read_reference as ref
-from .harness import wait_for
+from .harness import own_store, wait_for
 from .pipeline import LEAD_MINUTES, Pipeline, read_truth, unrepairable_spans
 
 H = US_PER_HOUR
@@ -45,9 +43,7 @@ KEY, SECRET = "PKTEST1234", "s3cr3t-n0t-f0r-l0gs"
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("read_e2e")
-    ch = ClickHouse(f"chdb://{tmp / 'clickhouse'}")
-    migrate(ch)
-    with EmbeddedRedis(tmp / "redis", publish_url=False) as srv:
+    with own_store(tmp) as (_, ch), EmbeddedRedis(tmp / "redis", publish_url=False) as srv:
         yield {"tmp": tmp, "ch": ch, "redis": srv.url}
 
 
