@@ -155,9 +155,11 @@ def test_determinism_independent_of_timing(make_sim):
         assert seq(a, sym) == seq(b, sym)
         assert seq(a, sym) != seq(c, sym)
     # the taker-order structure (aggregate trades) is identical too
-    ra = httpx.get(rest(a) + "/api/v3/aggTrades", params={"symbol": "BTCUSDT", "fromId": 0, "limit": 300}).json()
+    ra = httpx.get(rest(a) + "/api/v3/aggTrades", params={"symbol": "BTCUSDT", "fromId": 0, "limit": 300},
+                   timeout=30).json()
     first = ra[0]["a"]
-    rb = httpx.get(rest(b) + "/api/v3/aggTrades", params={"symbol": "BTCUSDT", "fromId": first, "limit": 300}).json()
+    rb = httpx.get(rest(b) + "/api/v3/aggTrades", params={"symbol": "BTCUSDT", "fromId": first, "limit": 300},
+                   timeout=30).json()
     strip = [[r[k] for k in ("a", "p", "q", "f", "l", "m")] for r in ra]
     assert strip == [[r[k] for k in ("a", "p", "q", "f", "l", "m")] for r in rb]
     # ids start at a seeded large number and increase by exactly one
