@@ -16,7 +16,7 @@ import httpx
 import orjson
 import yaml
 
-from marketdata.procs import default_signals
+from marketdata.procs import default_signals, terminate
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -60,13 +60,7 @@ class Proc:
             return ""
 
     def stop(self, timeout: float = 20.0) -> int | None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        terminate(self.proc, timeout)
         self._log.close()
         return self.proc.returncode
 

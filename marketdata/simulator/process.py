@@ -11,12 +11,13 @@ from __future__ import annotations
 import json
 import os
 import selectors
-import signal
 import subprocess
 import sys
 import time
 from datetime import datetime
 from typing import Any
+
+from ..procs import terminate
 
 import httpx
 
@@ -108,13 +109,7 @@ class SimulatorProcess:
     def stop(self, timeout: float = 30.0) -> int | None:
         if self.proc is None:
             return None
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        terminate(self.proc, timeout)
         if self.proc.stdout:
             self.proc.stdout.close()
         self._http.close()

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import ipaddress
 import os
-import signal
 import subprocess
 import sys
 import threading
@@ -30,7 +29,7 @@ import clickhouse_connect
 from clickhouse_connect.driver.client import Client
 
 from .. import settings
-from ..procs import default_signals
+from ..procs import default_signals, terminate
 
 
 def _loopback(host: str | None) -> bool:
@@ -150,13 +149,7 @@ class LocalClickHouse:
     def stop(self, timeout: float = 30.0) -> None:
         if self.proc is None:
             return
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        terminate(self.proc, timeout)
         self.proc = None
 
     def kill9(self) -> None:
