@@ -69,7 +69,7 @@ def dagster(tmp_path, clickhouse):
 
 # Three Dagster processes plus a step process per asset and check: minutes on a loaded 2-core box.
 @pytest.mark.timeout(900)
-def test_partition_run_and_range_backfill_through_webserver_and_daemon(dagster):
+def test_partition_run_and_range_backfill_through_webserver_and_daemon(dagster, monkeypatch):
     stopped = dagster.set_automation(False)
     assert "gap_repair" in stopped and "bars_1m_hourly" in stopped
 
@@ -99,6 +99,7 @@ def test_partition_run_and_range_backfill_through_webserver_and_daemon(dagster):
     # materialization of the hour (what the partition page shows as current)
     import dagster as dg
     from dagster._core.instance.ref import InstanceRef
+    monkeypatch.setenv("DAGSTER_HOME", str(dagster.home))          # its dagster.yaml reads it
     with dg.DagsterInstance.from_ref(InstanceRef.from_dir(str(dagster.home))) as instance:
         check = dg.AssetCheckKey(dg.AssetKey("bars_1m"), "bars_1m_complete")
         infos = {i.partition_key: i for i in instance.event_log_storage.get_asset_check_partition_info([check])}
