@@ -15,7 +15,6 @@ import argparse
 import csv
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -30,7 +29,7 @@ import psutil
 import yaml
 
 from .clock import now_us
-from .procs import default_signals
+from .procs import default_signals, terminate
 from .storage.clickhouse import ClickHouse, LocalClickHouse
 from .storage.migrate import migrate
 from .storage.redis import EmbeddedRedis, client
@@ -116,16 +115,6 @@ def _proc(args: list[str], env: dict, log: Path) -> subprocess.Popen:
                          preexec_fn=default_signals)
     f.close()
     return p
-
-
-def _stop(p: subprocess.Popen, timeout: float = 30) -> None:
-    if p.poll() is None:
-        p.send_signal(signal.SIGTERM)
-        try:
-            p.wait(timeout)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait()
 
 
 def _cpu(p: subprocess.Popen) -> float:
@@ -229,7 +218,7 @@ def run_bench(venues: list[str], rate: float, duration: float, symbols_per_venue
         for name in [n for n in procs if n.startswith("ingest")] + ["simulator"] + \
                 [n for n in procs if n.startswith("persist")]:
             if name in procs:
-                _stop(procs[name])
+                terminate(procs[name])
         ch.close()
         chs.stop()
         redis.stop()
