@@ -214,14 +214,24 @@ def test_rest_history_pagination_candles_instruments(make_sim):
             r = gt[(s, i)]
             per_min[int(r["ts_us"]) // 60_000_000 * 60_000]["px"].append(Decimal(r["price"]))
         for path in ("/api/v5/market/candles", "/api/v5/market/history-candles"):
+            # The simulated clock runs on after the end (120x), so a bar can close during the call:
+            # confirm is "1" for a bar closed before it, "0" for one still open after it.
+            now_before_ms = sim.sim_now_us() // 1000
             kl = c.get(path, params={"instId": "ETH-USDT", "bar": "1m"}).json()["data"]
+            now_after_ms = sim.sim_now_us() // 1000
             assert [int(k[0]) for k in kl] == sorted(per_min, reverse=True)
             for k in kl:
                 agg = per_min[int(k[0])]
                 assert len(k) == 9 and Decimal(k[5]) == agg["vol"]
                 assert (Decimal(k[1]), Decimal(k[4])) == (agg["px"][0], agg["px"][-1])
                 assert (Decimal(k[2]), Decimal(k[3])) == (max(agg["px"]), min(agg["px"]))
-                assert k[8] == ("1" if int(k[0]) + 60_000 <= sim.sim_now_us() // 1000 else "0")
+                closes_ms = int(k[0]) + 60_000
+                if closes_ms <= now_before_ms:
+                    assert k[8] == "1", k
+                elif closes_ms > now_after_ms:
+                    assert k[8] == "0", k
+                else:
+                    assert k[8] in ("0", "1"), k
         t1 = START_US // 1000 + 120_000
         older = c.get("/api/v5/market/candles", params={"instId": "ETH-USDT", "after": t1}).json()["data"]
         assert [int(k[0]) for k in older] == [START_US // 1000 + 60_000, START_US // 1000]

@@ -43,6 +43,14 @@ def _gone(pid: int) -> bool:
     return not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
 
 
+def _describe(pid: int) -> str:
+    try:
+        p = psutil.Process(pid)
+        return f"{pid}: {p.status()} {' '.join(p.cmdline())}"
+    except psutil.Error as e:
+        return f"{pid}: {e}"
+
+
 def test_a_second_up_is_refused_a_killed_holder_does_not_block_and_status_reports(tmp_path):
     home = tmp_path / "home"
     cfg = tmp_path / "marketdata.yaml"
@@ -108,7 +116,10 @@ def test_a_second_up_is_refused_a_killed_holder_does_not_block_and_status_report
             except ProcessLookupError:
                 pass
         for pid in orphans:
-            wait_for(lambda pid=pid: _gone(pid), 30, f"orphan {pid} to stop")
+            wait_for(lambda pid=pid: _gone(pid), 30, f"orphan {pid} to stop",
+                     on_timeout=lambda pid=pid: f"{_describe(pid)}\n" + "\n".join(
+                         f"--- {f.name}\n{f.read_text(errors='replace')[-1500:]}"
+                         for f in sorted((home / "logs").glob("*.log"))))
         third = _start_up(env, tmp_path / "up3.log")
         try:
             wait_for(lambda: procs_file.exists() and orjson.loads(procs_file.read_bytes())["pid"] == third.pid,

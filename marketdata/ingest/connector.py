@@ -102,6 +102,7 @@ class VenueConnector:
         self.coverage_interval = coverage_interval
         self.health_interval = health_interval
         self.flush_ms = flush_ms
+        self.unpublished = 0            # ticks a stop abandoned because Redis stayed down
         self.seqs: dict[str, SymbolSequence] = {}
         self.by_venue_symbol: dict[str, str] = {}
         self.malformed = 0
@@ -195,6 +196,7 @@ class VenueConnector:
             pub_stop.set()
             self.publisher.request_flush()
             await pub_task
+            self.unpublished = self.publisher.abandoned
             await self._write_health(redis, state="stopped")
         finally:
             await self.rest_client.aclose()

@@ -37,13 +37,24 @@ class FlushLoop:
     """The flush loop both publishers share: every flush_s or when woken, one pipelined round trip;
     while Redis is down the batch is kept and retried with capped backoff. After `stop` it flushes
     what is left (still retrying) and returns. Subclasses provide flush(), _pending, _wake, flush_s,
-    _queued, failures, last_error, and `what` (for the log)."""
+    _queued, failures, last_error, and `what` (for the log).
+
+    After `stop`, a Redis that stays down is retried for `drain_s`, then the loop gives up and
+    returns with `abandoned` set to what it still held: a process asked to stop must stop. Nothing
+    vouches for what was abandoned (its coverage mark went down with it), so the span is a hole
+    that the completeness audit reports and repair refills from the venue's REST history."""
 
     what = "ticks"
+    drain_s = 10.0
+    abandoned = 0
 
     async def run(self, stop: asyncio.Event) -> None:
         backoff = Backoff(base=0.1, cap=5.0)
+        loop = asyncio.get_running_loop()
+        give_up_at: float | None = None
         while True:
+            if stop.is_set() and give_up_at is None:
+                give_up_at = loop.time() + self.drain_s
             try:
                 await asyncio.wait_for(self._wake.wait(), timeout=self.flush_s)
             except asyncio.TimeoutError:
@@ -56,7 +67,16 @@ class FlushLoop:
                 except (RedisError, OSError) as e:
                     self.failures += 1
                     self.last_error = f"{type(e).__name__}: {e}"
+                    if give_up_at is not None and loop.time() >= give_up_at:
+                        self.abandoned = self._queued
+                        log.error("stopping with %d %s not published: Redis stayed down for the %.0fs "
+                                  "a stop waits (%s); their span is not marked covered, so the audit "
+                                  "shows it and repair refills it", self.abandoned, self.what,
+                                  self.drain_s, self.last_error)
+                        return
                     delay = backoff.next_delay()
+                    if give_up_at is not None:
+                        delay = max(0.0, min(delay, give_up_at - loop.time()))
                     log.warning("redis publish failed (%s); %d %s kept, retrying in %.2fs",
                                 self.last_error, self._queued, self.what, delay)
                     await asyncio.sleep(delay)

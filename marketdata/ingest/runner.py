@@ -39,4 +39,4 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as e:
         print(f"marketdata ingest: config error: {e}", file=sys.stderr)
         return 2
-    return 0
+    return 1 if connector.unpublished else 0      # stopped while Redis was down: say so
