@@ -28,6 +28,11 @@ from .config import Config, ConfigError, load_config, simulator_endpoints_file
 from .datadir_lock import DataDirLock, DataDirLocked
 from .ingest.backoff import Backoff
 from .procs import default_signals
+from .bars.audit import hour_key_us
+from .bars.coverage import first_coverage_us
+from .bars.watermark import floor_hour
+from .clock import now_us
+from .simulator.clock import parse_time_us
 from .storage.clickhouse import ClickHouse, LocalClickHouse, wait_ready
 from .storage.migrate import migrate
 from .storage.redis import EmbeddedRedis, free_port
@@ -124,8 +129,12 @@ class Platform:
         env = self._env()
         ch = ClickHouse(env["MARKETDATA_CLICKHOUSE_URL"])
         migrate(ch)
-        ch.close()
         log.info("ClickHouse schema applied (%s)", ch)
+        if not env.get("MARKETDATA_BARS_START"):
+            env["MARKETDATA_BARS_START"] = bars_start_key(first_coverage_us(ch), cfg.simulator.start)
+            log.info("hourly partitions begin at %s, where the data begins (set MARKETDATA_BARS_START "
+                     "to list earlier hours, e.g. for a historical backfill)", env["MARKETDATA_BARS_START"])
+        ch.close()
         sim_venues = [v.name for v in cfg.venues.values() if v.endpoints == "simulator" and not v.ws_url]
         venue_env = demo_credentials(sim_venues)
         if sim_venues and self.with_simulator:
@@ -335,6 +344,20 @@ def _tail(path: Path, n: int = 20) -> str:
         return "\n".join(path.read_text(errors="replace").splitlines()[-n:])
     except OSError:
         return ""
+
+
+def bars_start_key(first_coverage: int | None, simulator_start: str | None = None,
+                   now: int | None = None) -> str:
+    """The first hourly partition Dagster lists: the hour where the data begins (the first
+    coverage row), else the hour the platform starts receiving (now, or the simulator's start
+    when its clock begins in the past). Hours before it are "no data"; listing them from a fixed
+    date made a fresh platform show thousands of "missing" partitions."""
+    begins = now_us() if now is None else now
+    if simulator_start:
+        begins = min(begins, parse_time_us(simulator_start))
+    if first_coverage is not None:
+        begins = min(begins, first_coverage)
+    return hour_key_us(floor_hour(begins))
 
 
 def up(config_path: str | None, *, dagster: bool = True, dagster_port: int = 3000,

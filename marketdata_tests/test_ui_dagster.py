@@ -74,9 +74,9 @@ class UpStack:
                           "start": _iso(hour_us + LATE_MINUTES * US_PER_MINUTE)},
         }))
         env = {k: v for k, v in os.environ.items() if not k.startswith(("MARKETDATA_", "DAGSTER_"))}
-        # The data begins in the audited hour: partitions start there (few to list, few to audit).
-        env.update(MARKETDATA_HOME=str(self.home), MARKETDATA_CONFIG=str(self.cfg),
-                   MARKETDATA_BARS_START=_key(hour_us), PYTHONUNBUFFERED="1")
+        # No MARKETDATA_BARS_START: `up` starts the partitions where the data begins, the audited
+        # hour (the simulator's clock starts in it), so few hours are listed and audited.
+        env.update(MARKETDATA_HOME=str(self.home), MARKETDATA_CONFIG=str(self.cfg), PYTHONUNBUFFERED="1")
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = tmp_path / "up.log"
@@ -252,6 +252,14 @@ def test_rebuild_an_hour_from_the_ui_and_read_its_audit(stack, tmp_path):
     wait_for(lambda: (e := stack.coverage_ends()) and all(e.get(s, 0) >= hour + US_PER_HOUR for _, s in PAIRS),
              120, "the audited hour to be persisted", interval=1.0, on_timeout=stack.log)
     t_ready = time.monotonic()
+    # The partitions begin where the data begins (the audited hour), not at a fixed old date.
+    d = stack.gql("""query($r: RepositorySelector!) { partitionSetsOrError(repositorySelector: $r,
+          pipelineName: "bars_1m_job") { ... on PartitionSets { results { name
+          partitionsOrError { ... on Partitions { results { name } } } } } } }""",
+                  {"r": {"repositoryLocationName": LOCATION, "repositoryName": REPOSITORY}})
+    keys = [p["name"] for ps in d["partitionSetsOrError"]["results"]
+            for p in ps["partitionsOrError"]["results"]]
+    assert keys and keys[0] == partition, keys[:5]
 
     with sync_playwright() as pw:
         browser = launch_chromium(pw)

@@ -89,3 +89,15 @@ def test_up_runs_supervises_and_stops_the_platform(tmp_path):
             assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE, \
                 f"{name} (pid {pid}) still running after up stopped"
     assert not procs_file.exists()
+
+
+def test_partitions_begin_where_the_data_begins():
+    from marketdata.supervisor import bars_start_key
+    now = 1_795_000_000_000_000                       # 2026-11-18 11:06:40 UTC
+    assert bars_start_key(None, None, now) == "2026-11-18-11:00"          # a fresh data dir: now
+    # the simulator's clock starting in the past: its start hour
+    assert bars_start_key(None, "2026-01-05T10:04:00Z", now) == "2026-01-05-10:00"
+    # data already stored (e.g. a historical backfill): its first coverage, even before the simulator's
+    first = 1_767_225_600_000_000 + 5 * 3_600_000_000 + 7   # 2026-01-01 05:00:00.000007
+    assert bars_start_key(first, "2026-01-05T10:04:00Z", now) == "2026-01-01-05:00"
+    assert bars_start_key(first, None, now) == "2026-01-01-05:00"
