@@ -48,7 +48,7 @@ demo: install
 
 # Three workers: most of an end-to-end test's wall time is a simulated hour passing, not CPU.
 test: install chromium
-	$(BIN)/python -m pytest marketdata_tests -q -n 3
+	$(BIN)/python -m pytest marketdata_tests -q -n 3 --durations=30
 
 bench: install
 	$(BIN)/marketdata bench --venues binance --rate 50000 --duration 60
