@@ -2,7 +2,7 @@
 
 Each domain package under ``marketdata.defs`` exposes its own ``defs`` (assets, checks, jobs,
 schedules, sensors); this module merges them and binds the resources, declared once in
-``marketdata.defs.resources.resource_defs()``, by key. A new domain adds one line here.
+``marketdata.defs.resources.resource_defs()``, by key, and the default executor (in-process). A new domain adds one line here.
 """
 
 from __future__ import annotations
@@ -19,5 +19,8 @@ defs: dg.Definitions = dg.Definitions.merge(
     ingest.defs,
     audit.defs,
     export.defs,
-    dg.Definitions(resources=resource_defs()),
+    # Asset runs (a UI materialization, a backfill's range runs) execute their steps in the run
+    # worker: bars_1m and its checks run one after another anyway, and a step process per step
+    # cost about 5 s of start-up each (three per run) in `marketdata bench --bars --daemon`.
+    dg.Definitions(resources=resource_defs(), executor=dg.in_process_executor),
 )
