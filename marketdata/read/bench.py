@@ -3,7 +3,8 @@ Parquet, side by side with a plain SELECT into pandas, in one run.
 
     marketdata bench --read [--days 365] [--symbols 20] [--venue binance] [--url URL] [--dir DIR]
 
-1. A fresh store (a temp embedded ClickHouse; ``--url`` for a scratch server) gets ``days`` x 1440
+1. A fresh store (a local ClickHouse server, `marketdata clickhouse`, on a temp data dir and a
+   free port, stopped by PID at the end; ``--url`` for a scratch server) gets ``days`` x 1440
    x ``symbols`` rows of bars_1m generated inside ClickHouse (INSERT ... SELECT FROM numbers(), one
    statement per 30 days; ~0.1 % of minutes incomplete), then OPTIMIZE ... FINAL, as a table that
    has been merged in the background looks.
@@ -14,7 +15,8 @@ Parquet, side by side with a plain SELECT into pandas, in one run.
      Decimals), and ``query_df_arrow`` (pandas with Arrow dtypes) for reference;
    * ``export()`` of the whole range to Parquet (venue/symbol/day files + manifest), then the
      same export again (nothing changed: fingerprints only).
-3. Prints a table of seconds, rows, rows/s and the targets (read <= 2 s, export <= 10 s).
+3. Prints a table of seconds, this process's CPU seconds, the local server's CPU seconds (its
+   share of the same step), rows, rows/s and the targets (read <= 2 s, export <= 10 s).
 """
 
 from __future__ import annotations
@@ -24,10 +26,12 @@ import gc
 import shutil
 import tempfile
 import time
+
+import psutil
 from pathlib import Path
 
 from ..bars.universe import Pair, pairs_param
-from ..storage.clickhouse import ClickHouse
+from ..storage.clickhouse import ClickHouse, LocalClickHouse
 from ..storage.migrate import migrate
 
 BASES = ["BTC", "ETH", "SOL", "XRP", "DOGE", "ADA", "AVAX", "DOT", "LINK", "LTC", "BCH", "TRX", "ATOM",
@@ -77,13 +81,24 @@ def cpu_s() -> float:
 
 
 CPU: dict[str, float] = {}
+SERVER_CPU: dict[str, float] = {}     # the local ClickHouse server process, per step
+SERVER: dict = {}
+
+
+def _server_cpu_s() -> float:
+    p = SERVER.get("proc")
+    if p is None:
+        return 0.0
+    t = p.cpu_times()
+    return t.user + t.system
 
 
 def timed(fn, name: str = ""):
     gc.collect()
-    c0, t0 = cpu_s(), time.perf_counter()
+    c0, s0, t0 = cpu_s(), _server_cpu_s(), time.perf_counter()
     out = fn()
     CPU[name] = cpu_s() - c0
+    SERVER_CPU[name] = _server_cpu_s() - s0
     return time.perf_counter() - t0, out
 
 
@@ -102,8 +117,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--symbols", type=int, default=20)
     ap.add_argument("--venue", default="binance")
     ap.add_argument("--start", default="2025-01-01T00:00Z")
-    ap.add_argument("--url", default=None, help="a scratch ClickHouse server (http://...); default: a fresh "
-                                                "embedded store in a temp dir")
+    ap.add_argument("--url", default=None, help="a scratch ClickHouse server (http://...); default: a local "
+                                                "server (`marketdata clickhouse`) on a fresh data dir")
     ap.add_argument("--dir", default=None, help="work dir (default: a temp dir, removed afterwards)")
     ap.add_argument("--no-pandas", action="store_true", help="skip the pandas query_df comparison")
     a = ap.parse_args(argv)
@@ -117,7 +132,10 @@ def main(argv: list[str] | None = None) -> int:
         ap.error(f"--symbols at most {len(BASES)}")
     work = Path(a.dir) if a.dir else Path(tempfile.mkdtemp(prefix="md-bench-read-"))
     work.mkdir(parents=True, exist_ok=True)
-    ch = ClickHouse(a.url or f"chdb://{work / 'clickhouse'}")
+    server = None if a.url else LocalClickHouse(work / "clickhouse", publish_url=False,
+                                                   max_memory=6 << 30).start()   # query_df of 10.5 M rows needs > 2 GiB
+    SERVER["proc"] = psutil.Process(server.proc.pid) if server else None
+    ch = ClickHouse(a.url or server.url)
     migrate(ch)
     start_us = parse_time_us(a.start)
     end_us = start_us + a.days * 86_400_000_000
@@ -161,12 +179,16 @@ def main(argv: list[str] | None = None) -> int:
         keys.append("export2")
         results.append((f"export() again ({len(r2.written)} written, {len(r2.unchanged)} unchanged)", s, r2.rows_written))
     finally:
+        ch.close()
+        if server is not None:
+            server.stop()
         if not a.dir:
             shutil.rmtree(work, ignore_errors=True)
     import os
-    print(f"\n{'step':55s} {'wall s':>8s} {'CPU s':>8s} {'rows':>12s} {'rows/s':>12s}")
+    print(f"\n{'step':55s} {'wall s':>8s} {'CPU s':>8s} {'server':>8s} {'rows':>12s} {'rows/s':>12s}")
     for key, (name, s, n) in zip(keys, results):
-        print(f"{name:55s} {s:8.2f} {CPU.get(key, 0):8.2f} {n:12,d} {n / s if s else 0:12,.0f}")
+        print(f"{name:55s} {s:8.2f} {CPU.get(key, 0):8.2f} {SERVER_CPU.get(key, 0):8.2f} {n:12,d} "
+              f"{n / s if s else 0:12,.0f}")
     print(f"(load average at the end: {', '.join(f'{x:.1f}' for x in os.getloadavg())} on {os.cpu_count()} CPUs)")
     read_s, export_s = results[0][1], next(s for n, s, _ in results if n.startswith("export() ->"))
     print(f"\ntargets: read <= {READ_TARGET_S} s: {read_s:.2f} s ({'met' if read_s <= READ_TARGET_S else 'MISSED'}); "
