@@ -24,14 +24,14 @@ from pathlib import Path
 import orjson
 
 from . import settings
-from .config import Config, ConfigError, load_config, simulator_endpoints_file
-from .datadir_lock import DataDirLock, DataDirLocked
-from .ingest.backoff import Backoff
-from .procs import default_signals
 from .bars.audit import hour_key_us
 from .bars.coverage import first_coverage_us
 from .bars.watermark import floor_hour
 from .clock import now_us
+from .config import Config, ConfigError, load_config, simulator_endpoints_file
+from .datadir_lock import DataDirLock, DataDirLocked
+from .ingest.backoff import Backoff
+from .procs import default_signals
 from .simulator.clock import parse_time_us
 from .storage.clickhouse import ClickHouse, LocalClickHouse, wait_ready
 from .storage.migrate import migrate

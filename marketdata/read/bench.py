@@ -26,9 +26,9 @@ import gc
 import shutil
 import tempfile
 import time
+from pathlib import Path
 
 import psutil
-from pathlib import Path
 
 from ..bars.universe import Pair, pairs_param
 from ..storage.clickhouse import ClickHouse, LocalClickHouse
@@ -81,24 +81,16 @@ def cpu_s() -> float:
 
 
 CPU: dict[str, float] = {}
-SERVER_CPU: dict[str, float] = {}     # the local ClickHouse server process, per step
-SERVER: dict = {}
+SERVER_CPU: dict[str, float] = {}     # the local ClickHouse server's share of each step
 
 
-def _server_cpu_s() -> float:
-    p = SERVER.get("proc")
-    if p is None:
-        return 0.0
-    t = p.cpu_times()
-    return t.user + t.system
-
-
-def timed(fn, name: str = ""):
+def timed(fn, name: str = "", server: psutil.Process | None = None):
+    server_cpu_s = (lambda: sum(server.cpu_times()[:2])) if server else (lambda: 0.0)
     gc.collect()
-    c0, s0, t0 = cpu_s(), _server_cpu_s(), time.perf_counter()
+    c0, s0, t0 = cpu_s(), server_cpu_s(), time.perf_counter()
     out = fn()
     CPU[name] = cpu_s() - c0
-    SERVER_CPU[name] = _server_cpu_s() - s0
+    SERVER_CPU[name] = server_cpu_s() - s0
     return time.perf_counter() - t0, out
 
 
@@ -134,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     work.mkdir(parents=True, exist_ok=True)
     server = None if a.url else LocalClickHouse(work / "clickhouse", publish_url=False,
                                                    max_memory=6 << 30).start()   # query_df of 10.5 M rows needs > 2 GiB
-    SERVER["proc"] = psutil.Process(server.proc.pid) if server else None
+    server_proc = psutil.Process(server.proc.pid) if server else None
     ch = ClickHouse(a.url or server.url)
     migrate(ch)
     start_us = parse_time_us(a.start)
@@ -153,29 +145,29 @@ def main(argv: list[str] | None = None) -> int:
               f"filled in {fill_s:.1f} s" + (" (already there)" if have else ""), flush=True)
         with ch.session() as c:
             params = {"pairs": pairs_param(pairs), "a": start_us, "b": end_us}
-            s, df = timed(lambda: bars(a.venue, symbols, start_us, end_us, store=ch), "api")
+            s, df = timed(lambda: bars(a.venue, symbols, start_us, end_us, store=ch), "api", server_proc)
             keys.append("api")
             results.append(("bars() -> polars (API)", s, df.height))
             del df
-            s, df = timed(lambda: pl.from_arrow(c.query_arrow(PLAIN_SQL, parameters=params, use_strings=True)), "arrow")
+            s, df = timed(lambda: pl.from_arrow(c.query_arrow(PLAIN_SQL, parameters=params, use_strings=True)), "arrow", server_proc)
             keys.append("arrow")
             results.append(("query_arrow -> polars.from_arrow", s, df.height))
             del df
             if not a.no_pandas:
-                s, df = timed(lambda: c.query_df_arrow(PLAIN_SQL, parameters=params, use_strings=True), "df_arrow")
+                s, df = timed(lambda: c.query_df_arrow(PLAIN_SQL, parameters=params, use_strings=True), "df_arrow", server_proc)
                 keys.append("df_arrow")
                 results.append(("query_df_arrow -> pandas (Arrow dtypes)", s, len(df)))
                 del df
-                s, df = timed(lambda: c.query_df(PLAIN_SQL, parameters=params), "df")
+                s, df = timed(lambda: c.query_df(PLAIN_SQL, parameters=params), "df", server_proc)
                 keys.append("df")
                 results.append(("query_df -> pandas (plain SELECT)", s, len(df)))
                 del df
         out = work / "export"
-        s, r = timed(lambda: export(ch, "bars", pairs, start_us, end_us, out, progress=True), "export")
+        s, r = timed(lambda: export(ch, "bars", pairs, start_us, end_us, out, progress=True), "export", server_proc)
         size = sum(p.stat().st_size for p in (out / "bars").rglob("*.parquet"))
         keys.append("export")
         results.append((f"export() -> Parquet ({len(r.written)} files, {size / 1e6:.0f} MB)", s, r.rows_written))
-        s, r2 = timed(lambda: export(ch, "bars", pairs, start_us, end_us, out, progress=False), "export2")
+        s, r2 = timed(lambda: export(ch, "bars", pairs, start_us, end_us, out, progress=False), "export2", server_proc)
         keys.append("export2")
         results.append((f"export() again ({len(r2.written)} written, {len(r2.unchanged)} unchanged)", s, r2.rows_written))
     finally:
