@@ -37,9 +37,17 @@ def hour_key(ts_us: int) -> str:
     return datetime.fromtimestamp(ts_us // US_PER_HOUR * 3600, tz=timezone.utc).strftime(HOUR_KEY_FORMAT)
 
 
+def first_hour_us() -> int:
+    """The start of the first hourly partition, in µs. From the definition's start, not from
+    ``get_first_partition_key()``: that is None until the first hour has closed, which is the
+    case for the whole first hour of a fresh `marketdata up` (its partitions begin at the hour
+    the data begins)."""
+    return int(hourly_partitions.start.timestamp()) * 1_000_000
+
+
 def partition_bounds_us(now: int | None = None) -> tuple[int, int]:
     """[first hour, end of the last closed hour) of hourly_partitions, in µs: the hours that are
     partitions now."""
-    first = int(hourly_partitions.start.timestamp()) * 1_000_000
+    first = first_hour_us()
     now = now_us() if now is None else now
     return first, now // US_PER_HOUR * US_PER_HOUR

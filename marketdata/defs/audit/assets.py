@@ -13,7 +13,7 @@ from ..partitions import hourly_partitions, time_window_us
 from ..resources import ClickHouseResource, MarketdataConfigResource
 
 daily_partitions = dg.DailyPartitionsDefinition(
-    start_date=hourly_partitions.get_first_partition_key()[:10],     # the day of the first hour
+    start_date=hourly_partitions.start.strftime("%Y-%m-%d"),          # the day of the first hour
     timezone="UTC",
     end_offset=0,                                                    # closed days only
 )

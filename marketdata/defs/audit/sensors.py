@@ -34,7 +34,7 @@ from ...clock import US_PER_HOUR, now_us
 from ...bars.watermark import floor_hour
 from ..bars.assets import OWNERS, bars_1m
 from ..bars.checks import CHECK_NAME, latest_materialization_records
-from ..partitions import hourly_partitions
+from ..partitions import first_hour_us
 from ..resources import ClickHouseResource, MarketdataConfigResource
 from .jobs import AUDIT_JOB, AUDIT_OP, bars_completeness_audit_job
 
@@ -110,7 +110,7 @@ def _bars_completeness_audit(context: dg.SensorEvaluationContext, clickhouse: Cl
         return dg.SensorResult(skip_reason="no data yet: nothing is covered in marketdata.coverage",
                                cursor=context.cursor)
     # hours before the data begins are "no data"; the hour holding the first coverage is real
-    first_hour = max(parse_hour_key(hourly_partitions.get_first_partition_key()), floor_hour(data_start))
+    first_hour = max(first_hour_us(), floor_hour(data_start))
     current_hour = floor_hour(now)
 
     window = window_hours(now, settings, first_hour)

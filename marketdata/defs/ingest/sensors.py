@@ -20,7 +20,7 @@ from ...ingest.health import (
 )
 from ...settings import redact
 from ..bars.schedules import bars_1m_job
-from ..partitions import hourly_partitions
+from ..partitions import first_hour_us
 from ..resources import ClickHouseResource, MarketdataConfigResource, RedisResource
 from .assets import OWNERS, VENUES
 from .events import (
@@ -109,9 +109,6 @@ with warnings.catch_warnings():
     )(_ingest_health)
 
 
-def _first_hour_us() -> int:
-    return parse_hour_key(hourly_partitions.get_first_partition_key())
-
 
 def _range_request(first: int, last: int, partial: dict[int, list[str]]) -> dg.RunRequest:
     a, b = hour_key_us(first), hour_key_us(last)
@@ -132,7 +129,7 @@ def _bars_hour_closed(context: dg.SensorEvaluationContext, clickhouse: ClickHous
     settings = WatermarkSettings.from_env()
     cursor = _load_cursor(context.cursor)
     now = now_us()
-    first_hour = _first_hour_us()
+    first_hour = first_hour_us()
     after = parse_hour_key(cursor["last"]) if cursor.get("last") else None
     prior_partial = {parse_hour_key(k): v for k, v in cursor.get("partial", {}).items()}
     pairs = marketdata_config.pairs()
