@@ -93,6 +93,23 @@ def test_catch_up_of_an_open_hole_reaches_the_head():
     assert published == [False, True]
 
 
+def test_a_catch_up_that_meets_the_link_exactly_records_the_repair():
+    # A full REST page ran ahead of the reconnected link (12..13), and the link's first trade is
+    # the very next id: the span closes there, and it was repaired, not "nothing missed".
+    s = new()
+    feed(s, [(10, S), (11, S + 10)])
+    s.on_disconnect()
+    s.on_subscribed()
+    gaps = []
+    out = s.apply_repair(s.next_repair(), [tick(12, S + 20, "rest"), tick(13, S + 30, "rest")], True, gaps)
+    assert [t.trade_id for t in out] == ["12", "13"] and gaps == [] and s.holes
+    published, gaps = feed(s, [(14, S + 40)])
+    assert published == [True] and not s.holes
+    assert [(g.status, g.repaired_by, g.recovered, g.from_id, g.to_id) for g in gaps] == [
+        ("repaired", "rest_by_id", 2, "12", "13")]
+    assert s.gaps_repaired == 1 and s.gaps_found == 1
+
+
 def test_state_round_trip_resumes_with_a_restart_hole():
     s = new()
     feed(s, [(10, S), (11, S + 10), (15, S + 50)])

@@ -44,6 +44,7 @@ class Hole:
     dead: bool = False            # unrepairable: coverage skips it
     first: int = 0                # lo when found (lo advances as the repair fills the hole)
     by_time: bool = False         # a span of time (venues without consecutive ids), not of ids
+    how: str = ""                 # how recovered trades came in (rest_by_id, ...), once some did
 
     @property
     def closed(self) -> bool:
@@ -52,7 +53,7 @@ class Hole:
 
     def as_json(self) -> dict:
         return {k: getattr(self, k) for k in ("lo", "hi", "before_ts", "after_ts", "found_by",
-                                                 "detected_us", "gap_id", "recovered", "dead", "first", "by_time")}
+                                                 "detected_us", "gap_id", "recovered", "dead", "first", "by_time", "how")}
 
 
 @dataclass
@@ -109,7 +110,12 @@ class SymbolSequence:
         if tail is not None and not tail.closed:
             tail.hi, tail.after_ts = f - 1, ts
             if tail.lo > tail.hi:
-                self.holes.pop()                  # nothing was missed across the reconnect
+                self.holes.pop()
+                if tail.recovered:
+                    # The REST catch-up ran ahead of the link and met it at this trade: repaired.
+                    self.gaps_repaired += 1
+                    gaps_out.append(self._gap(tail, "repaired", tail.how or "rest_by_id"))
+                # else nothing was missed across the reconnect
         elif f > last + 1:
             self._open(Hole(last + 1, f - 1, self.last_ts, ts, "id_jump"), gaps_out)
         self.last_id, self.last_ts = tid, ts
@@ -323,6 +329,7 @@ class SymbolSequence:
             out.append(t)
             hole.lo = tid + 1
             hole.recovered += 1
+            hole.how = how
             if self.last_id is None or tid > self.last_id:
                 # The catch-up ran ahead of the WebSocket.
                 self.last_id, self.last_ts = tid, t.ts_us
