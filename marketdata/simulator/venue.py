@@ -23,6 +23,7 @@ from .clock import format_time_us
 from .conn import WSConnection, close_frame
 from .faults import CONNECTION_FAULTS, FAULT_KINDS, FaultError, FaultRegistry
 from .generator import SCALE, SymbolSpec, TradeGenerator, split_canonical
+from .sendlag import SendLag
 
 if TYPE_CHECKING:  # pragma: no cover
     from .core import Simulator
@@ -131,6 +132,7 @@ class Venue:
         self.paused = bool(self.config.paused)
         self.ended = False
         self.rate_deficit = 0
+        self.send_lag = SendLag()
         self.rest_calls = 0
         self._t_prev_us = 0
         self._base_wall = 0.0
@@ -371,7 +373,8 @@ class Venue:
             if now_us < self._t_prev_us:
                 now_us = self._t_prev_us
             before = self.gen.generated
-            out = self.gen.generate(due, self._t_prev_us, now_us, self.ts_quantum_us)
+            oldest_us = self._t_prev_us
+            out = self.gen.generate(due, oldest_us, now_us, self.ts_quantum_us)
             self._t_prev_us = now_us
             ranges: dict[int, tuple[int, int, int, int]] = {}
             withheld: dict[int, list[tuple[int, int, int | None]]] = {}
@@ -388,6 +391,9 @@ class Venue:
                         self.tapes[si].withheld += sum(hi - lo for lo, hi, c in w if c is None)
             self.on_slice(SliceInfo(now_us, ranges, withheld))
             produced = self.gen.generated - before
+            if produced and self.conns:
+                clock = self.sim.clock
+                self.send_lag.add((clock.now_us() - oldest_us) / (clock.speed or 1.0), produced)
         else:
             produced = 0
         if finishing:
@@ -691,6 +697,7 @@ class Venue:
             "generated": self.gen.generated,
             "orders": self.gen.orders,
             "rate_deficit": self.rate_deficit,
+            "send_lag_hist": self.send_lag.as_json(),
             "symbols": symbols,
             "connections": [c.stats() for c in self.conns.values()],
             "closed_connections": [c.stats() for c in self.closed_conns],
