@@ -14,12 +14,14 @@ import asyncio
 import threading
 import time
 
+import orjson
 import pytest
 
 from marketdata.clock import US_PER_MINUTE
 from marketdata.config import VenueConfig
 from marketdata.ingest.connector import VenueConnector
 from marketdata.simulator import Simulator, SimulatorConfig
+from marketdata.stream import sequence_key
 from marketdata.venues import coinbase
 
 from .harness import wait_for
@@ -47,6 +49,15 @@ def test_coinbase_traps_and_quiet_period_heartbeat_gap_match_ground_truth(pipeli
     fault = p.sim.fault("coinbase", kind="skip_ids", symbol="BTC-USD", count=40, then_pause=True)["fault"]
     quiet = wait_for(lambda: p.sim.stats("coinbase")["coinbase"]["quiet_periods"], 30, "the quiet period")[0]
     p.wait_health("gaps_repaired", repaired + 1)
+    # A heartbeat that went out while ids were still being withheld found only the first of them;
+    # a later one finds the rest. Resume only once the tape holds the last withheld id and no hole
+    # is open (else the next live trade, not a heartbeat, would find what is left).
+    seq_key = sequence_key("coinbase", "BTC-USD")
+
+    def withheld_all_repaired() -> bool:
+        st = p.r.hgetall(seq_key)          # written with each flush, after the entries it describes
+        return int(st.get(b"last_id") or 0) >= quiet["last_id"] and orjson.loads(st.get(b"holes") or b"[1]") == []
+    wait_for(withheld_all_repaired, 60, "every withheld id found by heartbeats and repaired")
     assert p.sim.stats("coinbase")["paused"], "found and repaired while the market is still quiet"
     p.sim.control("coinbase", "/_sim/resume", {})
     assert HOUR < fault["sim_time_us"] and quiet["paused_at_us"] < p.hour_end - 20 * US_PER_MINUTE
