@@ -31,6 +31,10 @@ class ConfigError(ValueError):
     pass
 
 
+# WebSocket transports a venue's links can use (ingest/link.py says what each is).
+WS_TRANSPORTS = ("websockets", "picows")
+
+
 @dataclass
 class VenueConfig:
     name: str
@@ -45,6 +49,7 @@ class VenueConfig:
     silent_after: float | None = None      # report a subscribed symbol silent this long (None: default)
     options: dict[str, Any] = field(default_factory=dict)
     books: list[str] = field(default_factory=list)   # symbols whose order book is kept (and quoted)
+    transport: str | None = None           # WebSocket transport (ingest/link.py); None: MARKETDATA_WS_TRANSPORT
 
 
 @dataclass
@@ -148,7 +153,7 @@ def parse_config(raw: dict, *, path: Path | None = None, resolve_endpoints: bool
         v = v or {}
         _known(f"{where}: venues.{name}", v, {"symbols", "endpoints", "ws_url", "rest_url", "repair",
                                                "connections", "idle_timeout", "max_lifetime", "options", "enabled",
-                                               "books", "silent_after"})
+                                               "books", "silent_after", "transport"})
         if v.get("enabled", True) is False:
             continue
         symbols = v.get("symbols")
@@ -191,6 +196,10 @@ def parse_config(raw: dict, *, path: Path | None = None, resolve_endpoints: bool
                                          or silent_after <= 0):
             raise ConfigError(f"{where}: venues.{name}.silent_after must be a positive number of seconds, "
                               f"not {silent_after!r}")
+        transport = v.get("transport")
+        if transport is not None and transport not in WS_TRANSPORTS:
+            raise ConfigError(f"{where}: venues.{name}.transport must be one of {', '.join(WS_TRANSPORTS)}, "
+                              f"not {transport!r}")
         conns = int(v.get("connections", 1))
         if conns not in (1, 2):
             raise ConfigError(f"{where}: venues.{name}.connections must be 1 or 2, not {conns}")
@@ -198,7 +207,7 @@ def parse_config(raw: dict, *, path: Path | None = None, resolve_endpoints: bool
                                    rest_url=rest_url, endpoints=eps, repair=bool(v.get("repair", True)),
                                    connections=conns, idle_timeout=v.get("idle_timeout"),
                                    max_lifetime=v.get("max_lifetime"), silent_after=silent_after,
-                                   options=options, books=books)
+                                   options=options, books=books, transport=transport)
     if not venues:
         raise ConfigError(f"{where}: every venue is disabled")
     sim_raw = raw.get("simulator") or {}

@@ -15,7 +15,6 @@ import time
 from types import ModuleType
 
 import websockets
-from websockets.asyncio.client import ClientConnection, connect
 
 from .. import settings
 from .. import venues as venue_registry
@@ -27,23 +26,13 @@ from ..tick import Tick
 from ..venues.base import (Ack, HttpRequest, LastTradeId, MalformedFrame, Pause, Reconnect, Replay,
                            UnknownSymbol, Unrecognised, Unsequenced, VenueError)
 from .backoff import Backoff
+from .link import await_greeting, open_link, transport_for
 from .publisher import Publisher
 from .rest import RestError, VenueRest
 from .sequence import SymbolSequence
 from .silence import SILENT_AFTER_S, SilenceWatch
 
 log = logging.getLogger("marketdata.ingest")
-
-
-class _TrackedConnection(ClientConnection):
-    """Remembers when bytes last arrived (data, pings, anything): a link with no bytes for the
-    venue's idle timeout is dead even if the OS never reports it (a silent drop)."""
-
-    last_rx = 0.0
-
-    def data_received(self, data: bytes) -> None:
-        self.last_rx = time.monotonic()
-        super().data_received(data)
 
 
 class _Link:
@@ -65,26 +54,6 @@ class _Successor:
         self.link, self.task = link, task
 
 
-async def await_greeting(ws, parser, counters, who: str) -> None:
-    """A venue that greets a new link (KuCoin `welcome`) may ignore a subscribe sent before the
-    greeting; its parser's `ready` turns True on it. A refusal (stale token) ends the link.
-    `counters` (a connector or a book feed) counts malformed frames and venue errors."""
-    async with asyncio.timeout(10):
-        while not parser.ready:
-            try:
-                events = parser.parse(await ws.recv(), now_us())
-            except MalformedFrame as e:
-                counters.malformed += 1
-                log.warning("%s: malformed frame skipped (%s)", who, e)
-                continue
-            for ev in events:
-                if type(ev) is Reconnect:
-                    raise ConnectionError(f"{who}: the venue refused the link: {ev.reason}")
-                if type(ev) is VenueError:
-                    counters.venue_errors += 1
-                    log.error("%s: venue error %s: %s", who, ev.code, ev.message)
-
-
 class VenueConnector:
     def __init__(self, cfg: VenueConfig, redis_url: str | None = None, *,
                  coverage_interval: float = 0.2, health_interval: float = 1.0,
@@ -94,12 +63,14 @@ class VenueConnector:
         self.name = cfg.name
         self.redis_url = redis_url
         self.idle_timeout = float(cfg.idle_timeout or self.mod.IDLE_TIMEOUT)
+        self.transport = transport_for(cfg.transport)     # a bad name fails the start
         # Sequence rules may depend on options (Kraken v2 ids vs v1 none): the module's
         # `sequence_rules(options)` if it has one, else its constants.
         rules = getattr(self.mod, "sequence_rules", None)
         self.sequential, self.repair_by = rules(cfg.options) if rules else (
             self.mod.SEQUENTIAL_IDS, getattr(self.mod, "REPAIR_BY", "id" if self.mod.SEQUENTIAL_IDS else None))
         self.coverage_interval = coverage_interval
+        self.idle_coverage_interval = max(coverage_interval, 1.0)
         self.health_interval = health_interval
         self.flush_ms = flush_ms
         self.unpublished = 0            # ticks a stop abandoned because Redis stayed down
@@ -119,7 +90,7 @@ class VenueConnector:
         self.last_tick_recv_us = 0
         self.last_error = ""
         self._repair_wake = asyncio.Event()
-        self._wires: dict[_Link, _TrackedConnection] = {}    # open links and their sockets
+        self._wires: dict[_Link, object] = {}                # open links and their WebSockets (ingest/link.py)
         self._successors: set[_Successor] = set()             # rotated-to links not yet adopted
         self.publisher: Publisher | None = None
         self.rest_client: VenueRest | None = None
@@ -178,7 +149,7 @@ class VenueConnector:
             if self.cfg.books:     # its own link: a book resync never disturbs the trade link
                 from .books.feed import BookFeed
                 self.book_feed = BookFeed(self.name, self.cfg.books, self.cfg.ws_url, self.cfg.rest_url,
-                                          redis=redis, options=self.cfg.options)
+                                          redis=redis, options=self.cfg.options, transport=self.transport)
                 tasks.append(asyncio.create_task(self.book_feed.run(stop), name="books"))
             tasks += [asyncio.create_task(self._repair_loop(stop), name="repair"),
                       asyncio.create_task(self._coverage_loop(stop), name="coverage"),
@@ -282,14 +253,12 @@ class VenueConnector:
         # 24 h) is rotated before its end, so no reconnect span ever opens.
         ttl = mod.session_ttl(session, opts) if hasattr(mod, "session_ttl") else None
         ttl = ttl or self.cfg.max_lifetime or float(getattr(mod, "MAX_LIFETIME", 0) or 0) or None
-        async with connect(url, ping_interval=20, ping_timeout=20, open_timeout=10, close_timeout=1,
-                           max_queue=256, max_size=2 ** 23, compression=None, proxy=None,
-                           create_connection=_TrackedConnection) as ws:
-            ws.last_rx = time.monotonic()
+        async with open_link(url, self.transport, max_queue=256, max_size=2 ** 23) as ws:
             self.connected += 1
             link.open = True
             self._wires[link] = ws
-            log.info("%s connection %d open: %s", self.name, idx, settings.redact(url.split("?")[0]))
+            log.info("%s connection %d open (%s): %s", self.name, idx, self.transport,
+                     settings.redact(url.split("?")[0]))
             if not getattr(parser, "ready", True):
                 await self._await_greeting(ws, parser)
             if hasattr(mod, "auth_messages"):
@@ -376,14 +345,14 @@ class VenueConnector:
         await old_ws.close()
         return successor
 
-    async def _watchdog(self, ws: _TrackedConnection, idx: int) -> None:
+    async def _watchdog(self, ws, idx: int) -> None:
         while True:
             await asyncio.sleep(min(1.0, self.idle_timeout / 4))
             quiet = time.monotonic() - ws.last_rx
             if quiet > self.idle_timeout:
                 log.warning("%s connection %d: nothing received for %.1fs (silent drop); reconnecting",
                             self.name, idx, quiet)
-                ws.transport.abort()
+                ws.abort()
                 return
 
     def _on_subscribed(self, link: "_Link") -> None:
@@ -609,8 +578,14 @@ class VenueConnector:
             self._silence.observe(seq)
 
     async def _coverage_loop(self, stop: asyncio.Event) -> None:
+        """Coverage marks every `coverage_interval` while trades flow, every `idle_coverage_interval`
+        after a round in which none came: a quiet market costs one mark (one Redis round trip)
+        per second, not five."""
+        seen = -1
         while not stop.is_set():
-            await asyncio.sleep(self.coverage_interval)
+            quiet = self.ticks_in == seen
+            seen = self.ticks_in
+            await asyncio.sleep(self.idle_coverage_interval if quiet else self.coverage_interval)
             self._advance_coverage()
 
     def health(self) -> dict:

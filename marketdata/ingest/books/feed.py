@@ -15,11 +15,10 @@ from types import ModuleType
 import httpx
 import orjson
 import websockets
-from websockets.asyncio.client import connect
 
 from ...clock import now_us
 from ..backoff import Backoff
-from ..connector import await_greeting
+from ..link import await_greeting, open_link, transport_for
 from ...stream import Quote, book_key, health_key
 from ...venues.base import Ack, MalformedFrame, Reconnect, UnknownSymbol, VenueError
 from . import venue_module
@@ -33,8 +32,10 @@ RESYNC_RETRY_S = 5.0     # a resync that produced no snapshot by then is asked f
 
 class BookFeed:
     def __init__(self, venue: str, symbols: list[str], ws_url: str, rest_url: str, *, redis=None,
-                 options: dict | None = None, flush_ms: float = 20.0, state_interval: float = 1.0):
+                 options: dict | None = None, flush_ms: float = 20.0, state_interval: float = 1.0,
+                 transport: str | None = None):
         self.venue = venue
+        self.transport = transport_for(transport)
         self.mod: ModuleType = venue_module(venue)
         self.symbols = list(symbols)
         self.ws_url, self.rest_url = ws_url, rest_url
@@ -203,8 +204,7 @@ class BookFeed:
         # and resync now beats a 401 (or a silent cut) later.
         ttl = mod.session_ttl(session, opts) if session is not None and hasattr(mod, "session_ttl") else None
         renew_at = time.monotonic() + max(0.5, 0.8 * ttl) if ttl else None
-        async with connect(url, ping_interval=20, ping_timeout=20, open_timeout=10, close_timeout=1,
-                           max_queue=1024, max_size=2 ** 24, compression=None, proxy=None) as ws:
+        async with open_link(url, self.transport, max_queue=1024, max_size=2 ** 24) as ws:
             self._ws = ws
             for s in self.syncs.values():
                 s.start()          # buffer from now on; snapshots once subscribed

@@ -48,6 +48,8 @@ class QuotePublisher(FlushLoop):
         """Queue a quote unless the queue is full (then False: use ``put``)."""
         if self._queued >= self.max_queued:
             return False
+        if not self._pending:
+            self._wake.set()                  # the first item of a batch starts its flush_s
         self._pending.setdefault((q.exchange, q.symbol), []).append(q)
         self._queued += 1
         return True
