@@ -49,7 +49,7 @@ class VenueConfig:
     silent_after: float | None = None      # report a subscribed symbol silent this long (None: default)
     options: dict[str, Any] = field(default_factory=dict)
     books: list[str] = field(default_factory=list)   # symbols whose order book is kept (and quoted)
-    transport: str | None = None           # WebSocket transport (ingest/link.py); None: MARKETDATA_WS_TRANSPORT
+    transport: str | None = None           # WebSocket transport (ingest/link.py); None: MARKETDATA_WS_TRANSPORT or picows
 
 
 @dataclass

@@ -28,11 +28,23 @@ def run_cli(args, env=None, stdin: str = "", timeout: float = 60):
      "trade_stream must be one of"),
     ({"venues": {"binance": {"symbols": ["BTC-USDT"], "colour": 1}}}, "unknown key(s) ['colour']"),
     ({"venues": {"binance": {"symbols": ["BTC-USDT"]}}, "endpoints": "prod"}, "endpoints must be"),
+    ({"venues": {"binance": {"symbols": ["BTC-USDT"], "transport": "aiohttp"}}},
+     "venues.binance.transport must be one of websockets, picows, not 'aiohttp'"),
 ])
 def test_config_mistakes_name_what_to_fix(raw, needle):
     with pytest.raises(ConfigError) as e:
         parse_config(raw, resolve_endpoints=False)
     assert needle in str(e.value)
+
+
+def test_an_unknown_transport_in_the_environment_fails_the_start(monkeypatch):
+    from marketdata.ingest.link import transport_for
+    monkeypatch.setenv("MARKETDATA_WS_TRANSPORT", "tornado")
+    with pytest.raises(ConfigError, match="MARKETDATA_WS_TRANSPORT: unknown WebSocket transport 'tornado'"):
+        transport_for(None)
+    assert transport_for("websockets") == "websockets"      # the venue's own setting wins
+    monkeypatch.delenv("MARKETDATA_WS_TRANSPORT")
+    assert transport_for(None) == "picows"
 
 
 def test_ingest_with_a_symbol_the_venue_does_not_list_fails_at_start(tmp_path, redis_server):

@@ -1,7 +1,7 @@
 """The whole path for Binance, as real processes: simulator -> `marketdata ingest` -> Redis ->
 `marketdata persist` -> ClickHouse -> bars_1m and the completeness audit.
 
-Binance runs on both WebSocket transports (ingest/link.py). One simulated hour runs in ~30 wall seconds (speed 120) with a silent drop, a closed connection,
+Binance runs on both WebSocket transports (ingest/link.py: picows, the default, and websockets). One simulated hour runs in ~30 wall seconds (speed 120) with a silent drop, a closed connection,
 a trade-id gap, malformed frames and an unknown symbol injected. Afterwards ClickHouse must hold
 exactly the simulator's ground truth for the hour, coverage must span the hour, bars must equal
 bars computed independently from the ground truth, and the completeness audit must pass. With
@@ -21,11 +21,13 @@ from .harness import wait_for
 from .pipeline import (HOUR, HOUR_END, SYMBOLS, check_bars, check_dagster, check_ticks,  # noqa: F401
                        pipeline_factory, read_truth, standard_faults)
 
-@pytest.mark.parametrize("venue,transport", [("binance", "websockets"), ("okx", "websockets"),
-                                              ("binance", "picows")])
+@pytest.mark.parametrize("venue,transport", [("binance", None), ("okx", None), ("binance", "websockets")])
 def test_end_to_end_with_faults_matches_ground_truth(venue, transport, pipeline_factory, clickhouse, monkeypatch):
-    # Every venue's end-to-end test runs on the default transport; this one also on picows.
-    p = pipeline_factory(repair=True, venue=venue, env={"MARKETDATA_WS_TRANSPORT": transport})
+    # Every venue's end-to-end test runs on the default transport (picows); Binance also on websockets.
+    env = {"MARKETDATA_WS_TRANSPORT": transport} if transport else {}
+    monkeypatch.delenv("MARKETDATA_WS_TRANSPORT", raising=False)
+    p = pipeline_factory(repair=True, venue=venue, env=env)
+    transport = transport or "picows"
     p.wait_health("connections", 1)
     assert p.sim_now() < HOUR, "the connector must be subscribed before the audited hour starts"
     wait_for(lambda: p.sim_now() >= HOUR + 2 * US_PER_MINUTE, 60, "sim time 10:02")
