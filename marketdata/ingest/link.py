@@ -200,9 +200,9 @@ class _PicowsLink:
                     lambda: _Listener(max_queue), url, websocket_handshake_timeout=open_timeout,
                     enable_auto_ping=True, auto_ping_idle_timeout=20, auto_ping_reply_timeout=20,
                     max_frame_size=max_size)
-        except (OSError, asyncio.TimeoutError):
-            raise
         except Exception as e:          # picows' handshake errors (WSError): the link failed to open
+            if isinstance(e, (OSError, asyncio.TimeoutError)):
+                raise                    # already what the reconnect loop handles
             raise LinkClosed(f"WebSocket handshake failed: {type(e).__name__}: {e}") from e
         return cls(transport, listener)
 
@@ -258,7 +258,7 @@ class _PicowsLink:
         try:
             async with asyncio.timeout(1.0):
                 await self._t.wait_disconnected()
-        except (asyncio.TimeoutError, Exception):
+        except Exception:               # a timeout, or the error that ended the link: it is closing anyway
             pass
         finally:
             self._t.disconnect(graceful=False)
