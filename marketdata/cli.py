@@ -45,12 +45,23 @@ def _main(argv: list[str]) -> int:
         return 2
     cmd, rest = argv[0], argv[1:]
     if cmd == "up":
+        from .up_groups import GROUPS
         ap = argparse.ArgumentParser(prog="marketdata up", description=commands["up"] + (
             ": embedded Redis, the venue simulator, one connector per venue, persist worker(s), Dagster "
             "webserver and daemon. One platform per data dir ($MARKETDATA_HOME): a second `up` on the "
-            "same dir is refused. Ctrl-C or SIGTERM stops everything."))
+            "same dir is refused. Ctrl-C or SIGTERM stops everything. With --only, some groups of it "
+            "(several hosts, one platform): groups: " + "; ".join(f"{g}: {d}" for g, d in GROUPS.items())
+            + ". Groups that run elsewhere share MARKETDATA_REDIS_URL, MARKETDATA_CLICKHOUSE_URL and the "
+            "config file; two `up` on one machine need their own MARKETDATA_HOME each."))
         ap.add_argument("--config", default=None,
                         help="platform config (default $MARKETDATA_CONFIG or ./marketdata.yaml)")
+        ap.add_argument("--only", default=None, metavar="GROUPS",
+                        help=f"run only these groups, comma-separated ({', '.join(GROUPS)}); a group "
+                             "needing Redis or ClickHouse that this up does not run takes "
+                             "MARKETDATA_REDIS_URL / MARKETDATA_CLICKHOUSE_URL (default: every group)")
+        ap.add_argument("--venues", default=None, metavar="NAMES",
+                        help="the configured venues whose simulator and connectors this up runs, "
+                             "comma-separated, to split venues across hosts (default: all)")
         ap.add_argument("--no-dagster", action="store_true",
                         help="run without the Dagster webserver and daemon (ingest and persist only)")
         ap.add_argument("--dagster-port", type=int, default=3000,
@@ -64,7 +75,8 @@ def _main(argv: list[str]) -> int:
                         help="no ground-truth file, whatever the config says")
         a = ap.parse_args(rest)
         from .supervisor import up
-        return up(a.config, dagster=not a.no_dagster, dagster_port=a.dagster_port, ground_truth=a.ground_truth)
+        return up(a.config, dagster=not a.no_dagster, dagster_port=a.dagster_port, ground_truth=a.ground_truth,
+                  only=a.only, venues=a.venues)
     if cmd == "status":
         from .status import main as status_main
         return status_main(rest)

@@ -16,6 +16,7 @@ Mistakes fail at load with a message that names the bad value and what is valid.
 from __future__ import annotations
 
 import os
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -115,8 +116,11 @@ def _books(where: str, name: str, raw: Any, symbols: list[str]) -> list[str]:
     return chosen
 
 
-def load_config(path: str | Path | None = None, *, resolve_endpoints: bool = True) -> Config:
-    """Read and validate the config (default: $MARKETDATA_CONFIG or ./marketdata.yaml)."""
+def load_config(path: str | Path | None = None, *, resolve_endpoints: bool = True,
+                resolve_only: Collection[str] | None = None) -> Config:
+    """Read and validate the config (default: $MARKETDATA_CONFIG or ./marketdata.yaml).
+    ``resolve_only``: resolve the simulator's endpoints for these venues only (a connector needs
+    its own venue's; the others' simulator may run elsewhere); the rest get empty URLs."""
     from . import venues as venue_registry
 
     path = Path(path or os.environ.get("MARKETDATA_CONFIG") or "marketdata.yaml")
@@ -127,11 +131,11 @@ def load_config(path: str | Path | None = None, *, resolve_endpoints: bool = Tru
     except yaml.YAMLError as e:
         raise ConfigError(f"{path}: not valid YAML: {e}") from e
     return parse_config(raw, path=path, resolve_endpoints=resolve_endpoints,
-                        registry=venue_registry)
+                        registry=venue_registry, resolve_only=resolve_only)
 
 
 def parse_config(raw: dict, *, path: Path | None = None, resolve_endpoints: bool = True,
-                 registry=None) -> Config:
+                 registry=None, resolve_only: Collection[str] | None = None) -> Config:
     if registry is None:
         from . import venues as registry
     where = str(path) if path else "config"
@@ -177,13 +181,14 @@ def parse_config(raw: dict, *, path: Path | None = None, resolve_endpoints: bool
         if not (ws_url and rest_url):
             if eps == "live":
                 ws_url, rest_url = ws_url or module.LIVE_WS_URL, rest_url or module.LIVE_REST_URL
-            elif resolve_endpoints:
+            elif resolve_endpoints and (resolve_only is None or name in resolve_only):
                 if sim_eps is None:
                     f = simulator_endpoints_file()
                     if not f.exists():
                         raise ConfigError(f"venue {name} uses the simulator but no simulator is running "
                                           f"({f} missing): start `marketdata simulate` or `marketdata up`, "
-                                          "or set endpoints: live")
+                                          "point MARKETDATA_SIM_ENDPOINTS at a running simulator's endpoints "
+                                          f"file, give venues.{name}.ws_url and rest_url, or set endpoints: live")
                     sim_eps = orjson.loads(f.read_bytes())
                 if name not in sim_eps:
                     raise ConfigError(f"the running simulator does not serve {name}; it serves {sorted(sim_eps)}")

@@ -1,9 +1,10 @@
-"""`marketdata up`: start and supervise the local platform.
+"""`marketdata up`: start and supervise the local platform, or some groups of it (`--only`).
 
 Embedded Redis (unless MARKETDATA_REDIS_URL is set), the local ClickHouse server (unless
 MARKETDATA_CLICKHOUSE_URL is set; a supervised child like the others), the ClickHouse schema, the venue simulator
 (for venues configured on it), one ingest process per venue, the persist worker(s), and
-Dagster's webserver and daemon. A process that dies is restarted with capped, jittered backoff;
+Dagster's webserver and daemon. `--only` runs some of these groups (up_groups.py says which
+exist and what each needs); the others run elsewhere, sharing the store URLs and the config file. A process that dies is restarted with capped, jittered backoff;
 one that exits with status 2 (a config error) stops the platform with its message, since
 restarting cannot fix it. Ctrl-C or SIGTERM stops everything, by PID, in reverse order.
 """
@@ -14,6 +15,7 @@ import logging
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -36,6 +38,7 @@ from .simulator.clock import parse_time_us
 from .storage.clickhouse import ClickHouse, LocalClickHouse, wait_ready
 from .storage.migrate import migrate
 from .storage.redis import EmbeddedRedis, free_port
+from .up_groups import GROUPS, persist_consumer, select_groups, select_venues
 
 log = logging.getLogger("marketdata.up")
 REPO = Path(__file__).resolve().parents[1]
@@ -81,12 +84,16 @@ class Child:
 
 class Platform:
     def __init__(self, config_path: str | None, *, dagster: bool = True, dagster_port: int = 3000,
-                 simulator: bool = True, ground_truth: bool | None = None):
+                 ground_truth: bool | None = None, groups: frozenset[str] | None = None,
+                 venues: str | None = None):
+        """groups: what this up runs, from `--only` (up_groups.select_groups); None: the whole
+        platform, as `dagster` and the store URLs in the environment say. venues: `--venues`."""
         self.config_path = config_path
         self.ground_truth = ground_truth     # None: the config's simulator.ground_truth
-        self.with_dagster = dagster
+        self.split = groups is not None      # one part of a platform whose other parts run elsewhere
+        self.groups = groups if groups is not None else select_groups(None, os.environ, dagster=dagster)
+        self.venues_arg = venues
         self.dagster_port = dagster_port
-        self.with_simulator = simulator
         self.redis: EmbeddedRedis | None = None
         self.clickhouse: LocalClickHouse | None = None
         self.clickhouse_child: Child | None = None
@@ -100,8 +107,13 @@ class Platform:
         env["MARKETDATA_HOME"] = str(settings.data_dir())
         if self.config_path:
             env["MARKETDATA_CONFIG"] = str(Path(self.config_path).resolve())
-        env["MARKETDATA_REDIS_URL"] = os.environ.get("MARKETDATA_REDIS_URL") or self.redis.url
-        env["MARKETDATA_CLICKHOUSE_URL"] = os.environ.get("MARKETDATA_CLICKHOUSE_URL") or self.clickhouse.url
+        # A store this up neither runs nor has a URL for is one no child of it talks to
+        # (up_groups.select_groups refused the start otherwise).
+        redis_url = os.environ.get("MARKETDATA_REDIS_URL") or (self.redis.url if self.redis else "")
+        clickhouse_url = os.environ.get("MARKETDATA_CLICKHOUSE_URL") or (self.clickhouse.url if self.clickhouse else "")
+        for var, url in (("MARKETDATA_REDIS_URL", redis_url), ("MARKETDATA_CLICKHOUSE_URL", clickhouse_url)):
+            if url:
+                env[var] = url
         env["DAGSTER_HOME"] = str(settings.data_dir() / "dagster")
         env.setdefault("PYTHONUNBUFFERED", "1")
         return env
@@ -112,7 +124,9 @@ class Platform:
     def start(self) -> None:
         data = settings.data_dir()
         logs = data / "logs"
+        groups = self.groups
         cfg: Config = load_config(self.config_path, resolve_endpoints=False)
+        venues = select_venues(cfg, self.venues_arg, groups)
         # The simulator generates what it is asked for, so it is asked for listed symbols only
         # (`--listed-only`): a symbol the venue would not list fails here, like any config
         # mistake, before anything runs.
@@ -121,92 +135,125 @@ class Platform:
             bad = unlisted(v.name, v.symbols) if v.endpoints == "simulator" and not v.ws_url else []
             if bad:
                 raise ConfigError(unlisted_message(v.name, bad))
-        if not os.environ.get("MARKETDATA_REDIS_URL"):
+        if "simulator" not in groups:
+            self._resolve_endpoints(venues)     # nothing of this up will write them: fail before starting
+        if "redis" in groups:
             self.redis = EmbeddedRedis().start()
             log.info("embedded redis-server on %s (data %s)", self.redis.url, self.redis.dir)
-        if not os.environ.get("MARKETDATA_CLICKHOUSE_URL"):
+        if "clickhouse" in groups:
             self._start_clickhouse(logs)
         env = self._env()
-        ch = ClickHouse(env["MARKETDATA_CLICKHOUSE_URL"])
-        migrate(ch)
-        log.info("ClickHouse schema applied (%s)", ch)
-        if not env.get("MARKETDATA_BARS_START"):
-            env["MARKETDATA_BARS_START"] = bars_start_key(first_coverage_us(ch), cfg.simulator.start)
-            log.info("hourly partitions begin at %s, where the data begins (set MARKETDATA_BARS_START "
-                     "to list earlier hours, e.g. for a historical backfill)", env["MARKETDATA_BARS_START"])
-        ch.close()
-        sim_venues = [v.name for v in cfg.venues.values() if v.endpoints == "simulator" and not v.ws_url]
-        venue_env = demo_credentials(sim_venues)
-        if sim_venues and self.with_simulator:
-            eps = simulator_endpoints_file()
-            eps.unlink(missing_ok=True)
-            sc = cfg.simulator
-            argv = self._cmd("simulate", "--venues", ",".join(sim_venues), "--listed-only",
-                             "--rate", str(sc.rate), "--seed", str(sc.seed), "--speed", str(sc.speed),
-                             "--ping-interval", str(sc.ping_interval), "--pong-timeout", str(sc.pong_timeout),
-                             "--endpoints-file", str(eps))
-            if sc.history_minutes is not None:       # a bounded ring of trades: memory levels off
-                argv += ["--history-minutes", str(sc.history_minutes)]
-            # The ground truth grows without bound (~60 bytes a trade): only when asked (tests).
-            if sc.ground_truth if self.ground_truth is None else self.ground_truth:
-                argv += ["--ground-truth", str(data / "simulator" / "ground_truth.csv")]
-            # Each venue generates only its own symbols (Coinbase's BTC-USD is not Binance's BTC-USDT).
-            for n in sim_venues:
-                argv += ["--symbols", f"{n}:{','.join(cfg.venues[n].symbols)}"]
-            options = {n: dict(o) for n, o in sc.venue_options.items()}
-            for n in venue_env:
-                options.setdefault(n, {}).update(DEMO_CREDENTIALS[n][1])
-            for n, opts in options.items():
-                argv += [a for k, val in opts.items()
-                         for a in ("--venue-option", f"{n}.{k}={orjson.dumps(val).decode()}")]
-            if sc.start:
-                argv += ["--start", sc.start]
-            sim = Child("simulator", argv, env, logs / "simulator.log")
-            sim.start()
-            self.children.append(sim)
-            deadline = time.monotonic() + 30
-            while not eps.exists():
-                if sim.proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"the simulator did not start; see {sim.log_path}")
-                time.sleep(0.1)
-        # Resolve endpoints now so a config mistake fails here, before any process starts.
-        load_config(self.config_path)
-        for _ in range(cfg.persist.workers):
-            n = len([c for c in self.children if c.name.startswith("persist")])
-            self.children.append(Child(f"persist-{n}", self._cmd("persist", "--consumer", f"up-{n}"),
-                                       env, logs / f"persist-{n}.log"))
-            self.children[-1].start()
-        for name in cfg.venues:
-            c = Child(f"ingest-{name}", self._cmd("ingest", "--venue", name), {**env, **venue_env.get(name, {})},
-                      logs / f"ingest-{name}.log")
-            c.start()
-            self.children.append(c)
-        if self.with_dagster:
-            dhome = Path(env["DAGSTER_HOME"])
-            dhome.mkdir(parents=True, exist_ok=True)
-            shutil.copy(REPO / "dagster.yaml", dhome / "dagster.yaml")
-            # Dagster creates pools lazily; set ours up front so the first runs already queue on it.
-            subprocess.run([str(Path(sys.executable).parent / "dagster"), "instance", "concurrency", "set",
-                            "clickhouse", "1"], env=env, cwd=str(REPO), stdout=subprocess.DEVNULL,
-                           stderr=subprocess.DEVNULL, timeout=120, check=False, preexec_fn=default_signals)
-            bin_dir = Path(sys.executable).parent
-            ws = str(REPO / "workspace.yaml")
-            # Dagster reconciles every venue against its candles: it needs the keys the connectors
-            # got (the simulator's demo keys), through its environment, never its storage.
-            env = {**env, **{k: v for creds in venue_env.values() for k, v in creds.items()}}
-            port = self.dagster_port if _port_free(self.dagster_port) else free_port()
-            self.children.append(Child("dagster-webserver", [str(bin_dir / "dagster-webserver"), "-w", ws,
-                                                             "-h", "127.0.0.1", "-p", str(port)],
-                                       env, logs / "dagster-webserver.log"))
-            self.children.append(Child("dagster-daemon", [str(bin_dir / "dagster-daemon"), "run", "-w", ws],
-                                       env, logs / "dagster-daemon.log"))
-            for c in self.children[-2:]:
+        if groups & {"clickhouse", "persist", "dagster"}:
+            ch = ClickHouse(env["MARKETDATA_CLICKHOUSE_URL"])
+            migrate(ch)       # idempotent (IF NOT EXISTS): groups starting side by side may both apply it
+            log.info("ClickHouse schema applied (%s)", ch)
+            if "dagster" in groups and not env.get("MARKETDATA_BARS_START"):
+                # From what every group shares: the store's first coverage and the config.
+                env["MARKETDATA_BARS_START"] = bars_start_key(first_coverage_us(ch), cfg.simulator.start)
+                log.info("hourly partitions begin at %s, where the data begins (set MARKETDATA_BARS_START "
+                         "to list earlier hours, e.g. for a historical backfill)", env["MARKETDATA_BARS_START"])
+            ch.close()
+        # Demo keys follow from the config and the environment alone, so a simulator, its
+        # connectors and Dagster derive the same ones wherever each of them runs.
+        all_sim_venues = [v.name for v in cfg.venues.values() if v.endpoints == "simulator" and not v.ws_url]
+        sim_venues = [n for n in all_sim_venues if n in venues]
+        venue_env = demo_credentials(all_sim_venues)
+        if sim_venues and "simulator" in groups:
+            self._start_simulator(cfg, sim_venues, venue_env, env, data, logs)
+        self._resolve_endpoints(venues)
+        if "persist" in groups:
+            for n in range(cfg.persist.workers):
+                consumer = persist_consumer(n, self.split, socket.gethostname(), str(data))
+                self.children.append(Child(f"persist-{n}", self._cmd("persist", "--consumer", consumer),
+                                           env, logs / f"persist-{n}.log"))
+                self.children[-1].start()
+        if "connectors" in groups:
+            for name in venues:
+                c = Child(f"ingest-{name}", self._cmd("ingest", "--venue", name),
+                          {**env, **venue_env.get(name, {})}, logs / f"ingest-{name}.log")
                 c.start()
-            self.ui_url = f"http://127.0.0.1:{port}"
-            announce_ui_when_ready(self.ui_url, self.children[-2], self.stop_event)
-        print(f"marketdata is up: {len(cfg.venues)} venue(s) {', '.join(cfg.venues)}; logs in {logs}; "
-              f"`marketdata tail {next(iter(cfg.venues))}:{next(iter(cfg.venues.values())).symbols[0]}` "
-              "shows ticks, `marketdata status` each venue; Ctrl-C stops everything.", flush=True)
+                self.children.append(c)
+        if "dagster" in groups:
+            self._start_dagster(env, venue_env, logs)
+        ran = ", ".join(g for g in GROUPS if g in groups)
+        if "connectors" in groups:
+            v0 = cfg.venues[venues[0]]
+            print(f"marketdata is up ({ran}): {len(venues)} venue(s) {', '.join(venues)}; logs in {logs}; "
+                  f"`marketdata tail {v0.name}:{v0.symbols[0]}` shows ticks, `marketdata status` each venue; "
+                  "Ctrl-C stops everything.", flush=True)
+        else:
+            print(f"marketdata is up ({ran}); logs in {logs}; Ctrl-C stops everything.", flush=True)
+
+    def _resolve_endpoints(self, venues: list[str]) -> None:
+        """Resolve the venues' endpoints now, so a config mistake fails before any process of
+        this up starts: a connector needs its own venue's; Dagster (candles, gap repair) every
+        venue's. A venue on the simulator without ws_url/rest_url in the config takes them from
+        the simulator's endpoints file (this data dir's, or MARKETDATA_SIM_ENDPOINTS)."""
+        if "connectors" in self.groups:
+            load_config(self.config_path, resolve_only=venues)
+        if "dagster" in self.groups:
+            load_config(self.config_path)
+
+    def _start_simulator(self, cfg: Config, sim_venues: list[str], venue_env: dict, env: dict,
+                         data: Path, logs: Path) -> None:
+        """The simulator for ``sim_venues``; returns once it wrote its endpoints file (this data
+        dir's, or MARKETDATA_SIM_ENDPOINTS), which connectors and Dagster elsewhere can be pointed at."""
+        eps = simulator_endpoints_file()
+        eps.unlink(missing_ok=True)
+        sc = cfg.simulator
+        argv = self._cmd("simulate", "--venues", ",".join(sim_venues), "--listed-only",
+                         "--rate", str(sc.rate), "--seed", str(sc.seed), "--speed", str(sc.speed),
+                         "--ping-interval", str(sc.ping_interval), "--pong-timeout", str(sc.pong_timeout),
+                         "--endpoints-file", str(eps))
+        if sc.history_minutes is not None:       # a bounded ring of trades: memory levels off
+            argv += ["--history-minutes", str(sc.history_minutes)]
+        # The ground truth grows without bound (~60 bytes a trade): only when asked (tests).
+        if sc.ground_truth if self.ground_truth is None else self.ground_truth:
+            argv += ["--ground-truth", str(data / "simulator" / "ground_truth.csv")]
+        # Each venue generates only its own symbols (Coinbase's BTC-USD is not Binance's BTC-USDT).
+        for n in sim_venues:
+            argv += ["--symbols", f"{n}:{','.join(cfg.venues[n].symbols)}"]
+        options = {n: dict(o) for n, o in sc.venue_options.items() if n in sim_venues}
+        for n in venue_env:
+            if n in sim_venues:
+                options.setdefault(n, {}).update(DEMO_CREDENTIALS[n][1])
+        for n, opts in options.items():
+            argv += [a for k, val in opts.items()
+                     for a in ("--venue-option", f"{n}.{k}={orjson.dumps(val).decode()}")]
+        if sc.start:
+            argv += ["--start", sc.start]
+        sim = Child("simulator", argv, env, logs / "simulator.log")
+        sim.start()
+        self.children.append(sim)
+        deadline = time.monotonic() + 30
+        while not eps.exists():
+            if sim.proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"the simulator did not start; see {sim.log_path}")
+            time.sleep(0.1)
+
+    def _start_dagster(self, env: dict, venue_env: dict, logs: Path) -> None:
+        dhome = Path(env["DAGSTER_HOME"])
+        dhome.mkdir(parents=True, exist_ok=True)
+        shutil.copy(REPO / "dagster.yaml", dhome / "dagster.yaml")
+        # Dagster creates pools lazily; set ours up front so the first runs already queue on it.
+        subprocess.run([str(Path(sys.executable).parent / "dagster"), "instance", "concurrency", "set",
+                        "clickhouse", "1"], env=env, cwd=str(REPO), stdout=subprocess.DEVNULL,
+                       stderr=subprocess.DEVNULL, timeout=120, check=False, preexec_fn=default_signals)
+        bin_dir = Path(sys.executable).parent
+        ws = str(REPO / "workspace.yaml")
+        # Dagster reconciles every venue against its candles: it needs the keys the connectors
+        # got (the simulator's demo keys), through its environment, never its storage.
+        env = {**env, **{k: v for creds in venue_env.values() for k, v in creds.items()}}
+        port = self.dagster_port if _port_free(self.dagster_port) else free_port()
+        self.children.append(Child("dagster-webserver", [str(bin_dir / "dagster-webserver"), "-w", ws,
+                                                         "-h", "127.0.0.1", "-p", str(port)],
+                                   env, logs / "dagster-webserver.log"))
+        self.children.append(Child("dagster-daemon", [str(bin_dir / "dagster-daemon"), "run", "-w", ws],
+                                   env, logs / "dagster-daemon.log"))
+        for c in self.children[-2:]:
+            c.start()
+        self.ui_url = f"http://127.0.0.1:{port}"
+        announce_ui_when_ready(self.ui_url, self.children[-2], self.stop_event)
 
     def _start_clickhouse(self, logs: Path) -> None:
         """The local ClickHouse server: a fixed free port for its life (a restart after a crash
@@ -224,7 +271,7 @@ class Platform:
         """<data dir>/run/processes.json: what `up` runs now, for operators and tests."""
         run = settings.data_dir() / "run"
         run.mkdir(exist_ok=True)
-        state = {"pid": os.getpid(), "ui": self.ui_url,
+        state = {"pid": os.getpid(), "ui": self.ui_url, "groups": [g for g in GROUPS if g in self.groups],
                  "redis": self.redis.url if self.redis else settings.redact(os.environ.get("MARKETDATA_REDIS_URL", "")),
                  "clickhouse": self.clickhouse.url if self.clickhouse else
                  settings.redact(os.environ.get("MARKETDATA_CLICKHOUSE_URL", "")),
@@ -361,13 +408,21 @@ def bars_start_key(first_coverage: int | None, simulator_start: str | None = Non
 
 
 def up(config_path: str | None, *, dagster: bool = True, dagster_port: int = 3000,
-       ground_truth: bool | None = None) -> int:
+       ground_truth: bool | None = None, only: str | None = None, venues: str | None = None) -> int:
+    """only: `--only GROUPS` (comma-separated, up_groups.GROUPS), None for the whole platform;
+    venues: `--venues NAMES`, the configured venues whose simulator and connectors this up runs."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)      # readiness polls are not news
+    try:    # from the arguments and the environment alone: refused before the data dir is touched
+        groups = select_groups(only, os.environ, dagster=dagster) if only is not None else None
+    except ConfigError as e:
+        print(f"marketdata up: {e}", file=sys.stderr, flush=True)
+        return 2
     lock = own_data_dir()
     if lock is None:
         return 1
-    p = Platform(config_path, dagster=dagster, dagster_port=dagster_port, ground_truth=ground_truth)
+    p = Platform(config_path, dagster=dagster, dagster_port=dagster_port, ground_truth=ground_truth,
+                 groups=groups, venues=venues)
     prev = {s: signal.signal(s, lambda *_: p.stop_event.set()) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         try:
@@ -390,5 +445,6 @@ def own_data_dir() -> DataDirLock | None:
     try:
         return DataDirLock(settings.data_dir()).acquire()
     except DataDirLocked as e:
-        print(f"marketdata up: {e}", file=sys.stderr, flush=True)
+        print(f"marketdata up: {e} (each `up --only` group on one machine needs its own data dir)",
+              file=sys.stderr, flush=True)
         return None

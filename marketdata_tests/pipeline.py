@@ -94,12 +94,17 @@ class Pipeline:
             "symbols": symbols, "ws_url": eps["ws"], "rest_url": eps["rest"], "repair": repair,
             "idle_timeout": 2.5, "options": options, **(venue_config or {})}})
         env["MARKETDATA_CONFIG"] = str(cfg)
-        self.persist = Proc("persist", ["persist", "--consumer", "e2e"], env, self.logs)
-        self.ingest = Proc("ingest", ["ingest", "--venue", venue], env, self.logs)
+        self.persist, self.ingest = self.start_platform(env)
         self.r = client(redis_url)
         if hold:
             self.wait_health("subscribed_symbols", len(symbols), timeout=90)
             self.sim.control(venue, "/_sim/resume", {})
+
+    def start_platform(self, env: dict) -> tuple[Proc, Proc]:
+        """What runs behind the simulator: (the persist side, the connector side). Here one
+        `marketdata persist` and one `marketdata ingest`; test_up_split.py runs two `up --only`."""
+        return (Proc("persist", ["persist", "--consumer", "e2e"], env, self.logs),
+                Proc("ingest", ["ingest", "--venue", self.venue], env, self.logs))
 
     def health(self, field: str) -> int:
         v = self.r.hget(health_key(self.venue), field)

@@ -31,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)    # one line per REST call is noise
     try:
-        cfg = load_config(args.config)
+        cfg = load_config(args.config, resolve_only=[args.venue])    # its own venue's endpoints only
         if args.venue not in cfg.venues:
             raise ConfigError(f"venue {args.venue!r} is not enabled in {cfg.path}; enabled: {', '.join(cfg.venues)}")
         connector = VenueConnector(cfg.venues[args.venue])
