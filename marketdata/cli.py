@@ -143,6 +143,11 @@ def _main(argv: list[str]) -> int:
               f"{counts['unsequenced']} without a sequence field", file=sys.stderr)
         return 0
     if cmd == "migrate":
+        argparse.ArgumentParser(prog="marketdata migrate", description=commands["migrate"] + (
+            " at $MARKETDATA_CLICKHOUSE_URL (password from $MARKETDATA_CLICKHOUSE_PASSWORD), idempotently: "
+            "safe to run on every deploy. With $MARKETDATA_CLICKHOUSE_CLUSTER set, every statement runs "
+            "ON CLUSTER with Replicated tables and Distributed tables over them (README, "
+            "\"ClickHouse cluster\").")).parse_args(rest)
         from .storage.clickhouse import ClickHouse
         from .storage.migrate import migrate
         ch = ClickHouse()
