@@ -10,13 +10,18 @@ they name are checked against the engine's own tables of settings."""
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
 
 import pytest
 
 from marketdata.storage.clickhouse import ClickHouse
 from marketdata.storage.migrate import (LOCAL_SUFFIX, REPLICATED_WINDOW_SECONDS, SCHEMA_MIGRATIONS, for_cluster,
                                         sql_dir, statements)
+
+from .harness import REPO
 
 CLUSTER = "prod"
 
@@ -129,3 +134,21 @@ def test_clients_on_a_cluster_insert_synchronously_and_run_subqueries_globally(c
     finally:
         ch.close()
     assert got == ((1, "global") if cluster else (0, "deny"))
+
+
+def test_migrate_refuses_a_cluster_setting_over_single_node_tables(clickhouse_server, clickhouse, tmp_path):
+    """A database made for one node, migrated with MARKETDATA_CLICKHOUSE_CLUSTER set: `IF NOT EXISTS`
+    would keep the single-node tables where Distributed ones belong. `marketdata migrate` stops
+    first (exit 2, nothing sent ON CLUSTER) and names the tables and what to do; without the
+    setting it applies cleanly again."""
+    env = dict(os.environ, MARKETDATA_CLICKHOUSE_URL=clickhouse_server.url, MARKETDATA_HOME=str(tmp_path))
+    p = subprocess.run([sys.executable, "-m", "marketdata.cli", "migrate"], cwd=REPO, capture_output=True,
+                       text=True, timeout=120, env={**env, "MARKETDATA_CLICKHOUSE_CLUSTER": CLUSTER})
+    assert p.returncode == 2, p.stderr
+    assert f"MARKETDATA_CLICKHOUSE_CLUSTER={CLUSTER}" in p.stderr and "marketdata.ticks" in p.stderr
+    assert "Traceback" not in p.stderr
+    assert clickhouse.rows("SELECT engine FROM system.tables WHERE database = 'marketdata' AND name = 'ticks'") \
+        == [("ReplacingMergeTree",)]
+    p = subprocess.run([sys.executable, "-m", "marketdata.cli", "migrate"], cwd=REPO, capture_output=True,
+                       text=True, timeout=120, env={k: v for k, v in env.items() if k != "MARKETDATA_CLICKHOUSE_CLUSTER"})
+    assert p.returncode == 0 and "002_ticks.sql" in p.stdout, p.stderr

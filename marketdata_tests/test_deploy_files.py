@@ -362,3 +362,50 @@ def test_the_store_images_get_only_their_own_variables_from_ours():
 
 def secretish_name(k: str) -> bool:
     return re.search(r"PASSWORD|SECRET", k) is not None
+
+
+def test_kubernetes_references_resolve_and_runs_use_the_k8s_launcher():
+    """Every ConfigMap a manifest or the Helm values mount or read is made by deploy/kustomization.yaml;
+    every Secret they read is one the files tell how to create (kubectl, never a file); the Dagster
+    chart runs each run as a Kubernetes Job in the project's image."""
+    kust = load("deploy/kustomization.yaml")[0]
+    configmaps = {o["metadata"]["name"] for o in k8s_objects() if o["kind"] == "ConfigMap"}
+    configmaps |= {g["name"] for g in kust["configMapGenerator"]}
+    for g in kust["configMapGenerator"]:
+        for f in g["files"]:
+            assert (REPO / "deploy" / f).exists(), f
+    documented = set()
+    for rel in ("deploy/k8s/env.yaml", "deploy/helm/dagster-values.yaml"):
+        documented |= set(re.findall(r"kubectl create secret generic ([\w-]+)", (REPO / rel).read_text()))
+
+    def refs(node, kind):
+        if isinstance(node, dict):
+            for k, v in node.items():
+                if k in (f"{kind}Ref", kind) and isinstance(v, dict) and "name" in v:
+                    yield v["name"]
+                elif k == f"env{kind[0].upper()}{kind[1:]}s" and isinstance(v, list):
+                    yield from (e["name"] for e in v)
+                else:
+                    yield from refs(v, kind)
+        elif isinstance(node, list):
+            for v in node:
+                yield from refs(v, kind)
+
+    sources = [o for o in k8s_objects() if o["kind"] in ("Deployment", "Job")] + [helm()]
+    seen_cm = {n for s in sources for n in refs(s, "configMap")}
+    seen_secret = {n for s in sources for n in refs(s, "secret")}
+    assert seen_cm and seen_cm <= configmaps, seen_cm - configmaps
+    assert seen_secret and seen_secret <= documented, seen_secret - documented
+    assert helm()["global"]["postgresqlSecretName"] in documented
+    assert helm()["runLauncher"]["type"] == "K8sRunLauncher"
+    [ud] = helm()["dagster-user-deployments"]["deployments"]
+    assert ud["includeConfigInLaunchedRuns"]["enabled"] is True
+    # The config file lands where MARKETDATA_CONFIG says, in every container that reads it.
+    [env_cm] = [o for o in k8s_objects() if o["kind"] == "ConfigMap" and o["metadata"]["name"] == "marketdata-env"]
+    config_dir = str(Path(env_cm["data"]["MARKETDATA_CONFIG"]).parent)
+    for o in k8s_objects():
+        if o["kind"] in ("Deployment", "Job"):
+            mounts = o["spec"]["template"]["spec"]["containers"][0]["volumeMounts"]
+            assert {"name": "config", "mountPath": config_dir, "readOnly": True} in mounts, o["metadata"]["name"]
+    for spec in (ud, helm()["runLauncher"]["config"]["k8sRunLauncher"]):
+        assert {"name": "config", "mountPath": config_dir, "readOnly": True} in spec["volumeMounts"]

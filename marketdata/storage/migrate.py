@@ -19,6 +19,7 @@ import os
 import re
 from pathlib import Path
 
+from ..config import ConfigError
 from .clickhouse import ClickHouse
 
 
@@ -111,6 +112,28 @@ SCHEMA_MIGRATIONS = ("CREATE TABLE IF NOT EXISTS marketdata.schema_migrations (n
                      "applied_at DateTime64(3, 'UTC') DEFAULT now64(3)) ENGINE = ReplacingMergeTree ORDER BY name")
 
 
+def layout_mismatch(c, cluster: str | None, stmts: list[str]) -> str | None:
+    """What is wrong when the database was made for the other layout, else None. `CREATE ... IF NOT
+    EXISTS` would silently keep a single-node table where the cluster needs a Distributed one (or
+    the reverse), and the platform would run half-replicated without a word."""
+    names = [m.group(3).split(".")[-1] for st in stmts if (m := _CREATE_RE.match(st)) and m.group(2).upper() == "TABLE"]
+    rows = c.query("SELECT name, engine FROM system.tables WHERE database = 'marketdata' AND name IN {n:Array(String)}",
+                   parameters={"n": names}).result_rows
+    if cluster:
+        single = sorted(n for n, engine in rows if engine != "Distributed")
+        if single:
+            return (f"MARKETDATA_CLICKHOUSE_CLUSTER={cluster}, but marketdata.{', marketdata.'.join(single)} "
+                    "already exist as single-node tables; the cluster layout needs them as Distributed tables "
+                    "over <table>_local. Migrate into a fresh database, or unset MARKETDATA_CLICKHOUSE_CLUSTER "
+                    "(README, \"ClickHouse cluster\")")
+    else:
+        dist = sorted(n for n, engine in rows if engine == "Distributed")
+        if dist:
+            return (f"marketdata.{', marketdata.'.join(dist)} are Distributed tables (the cluster layout): set "
+                    "MARKETDATA_CLICKHOUSE_CLUSTER to the cluster's name")
+    return None
+
+
 def migrate(ch: ClickHouse | None = None) -> list[str]:
     """Apply every sql/*.sql file; returns the names of the files applied."""
     ch = ch or ClickHouse()
@@ -120,6 +143,9 @@ def migrate(ch: ClickHouse | None = None) -> list[str]:
         raise RuntimeError(f"no DDL found in {sql_dir()} (set MARKETDATA_SQL_DIR to the repo's sql/ folder)")
     applied = []
     with ch.session() as c:
+        problem = layout_mismatch(c, cluster, [st for f in files for st in statements(f.read_text())])
+        if problem:
+            raise ConfigError(problem)
         for f in files:
             text = f.read_text()
             for stmt in statements(text):
