@@ -41,8 +41,8 @@ _ORDER_BY_RE = re.compile(r"\bORDER\s+BY\s+(\(([^)]*)\)|(\w+))", re.I)
 _NON_REPLICATED_WINDOW_RE = re.compile(r"\bnon_replicated_deduplication_window\s*=\s*(\d+)", re.I)
 
 # How long a replicated table keeps a block's hash, where its single-node twin keeps the last N
-# blocks with no time bound (non_replicated_deduplication_window): 7 days, the server default before
-# 24.x lowered it to 1 hour. It bounds what a retry can rely on: a persist worker that retries a batch
+# blocks with no time bound (non_replicated_deduplication_window): 7 days, the default of older
+# servers (this engine, 26.9, defaults to 1 hour: system.merge_tree_settings). It bounds what a retry can rely on: a persist worker that retries a batch
 # after an outage longer than the window inserts it again (ReplacingMergeTree still collapses the rows).
 REPLICATED_WINDOW_SECONDS = 7 * 24 * 3600
 LOCAL_SUFFIX = "_local"
