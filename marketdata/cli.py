@@ -155,10 +155,20 @@ def _main(argv: list[str]) -> int:
               f"{counts['unsequenced']} without a sequence field", file=sys.stderr)
         return 0
     if cmd == "migrate":
+        argparse.ArgumentParser(prog="marketdata migrate", description=commands["migrate"] + (
+            " at $MARKETDATA_CLICKHOUSE_URL (password from $MARKETDATA_CLICKHOUSE_PASSWORD), idempotently: "
+            "safe to run on every deploy. With $MARKETDATA_CLICKHOUSE_CLUSTER set, every statement runs "
+            "ON CLUSTER with Replicated tables and Distributed tables over them (README, "
+            "\"ClickHouse cluster\").")).parse_args(rest)
+        from .config import ConfigError
         from .storage.clickhouse import ClickHouse
         from .storage.migrate import migrate
         ch = ClickHouse()
-        print(f"applied {', '.join(migrate(ch))} to {ch}")
+        try:
+            print(f"applied {', '.join(migrate(ch))} to {ch}")
+        except ConfigError as e:
+            print(f"marketdata migrate: {e}", file=sys.stderr)
+            return 2
         return 0
     if cmd == "clickhouse":
         return _clickhouse(rest)

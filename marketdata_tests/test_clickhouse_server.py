@@ -258,25 +258,6 @@ def test_kill_9_of_the_server_mid_insert_loses_and_duplicates_nothing(tmp_path):
         redis.stop()
 
 
-def test_cluster_variant_of_every_statement_parses_and_is_replicated(clickhouse):
-    """MARKETDATA_CLICKHOUSE_CLUSTER: the same DDL ON CLUSTER with Replicated engines. No cluster
-    runs here, so the variant is checked by ClickHouse's own parser (formatQuery)."""
-    from marketdata.storage.migrate import for_cluster, sql_dir, statements
-    n = 0
-    for f in sorted(sql_dir().glob("*.sql")):
-        for st in statements(f.read_text()):
-            assert for_cluster(st, None) == st
-            v = for_cluster(st, "prod")
-            assert "ON CLUSTER `prod`" in v
-            formatted = clickhouse.rows("SELECT formatQuery({q:String})", {"q": v})[0][0]
-            assert "ON CLUSTER prod" in formatted
-            if "TABLE" in st:
-                n += 1
-                assert "ENGINE = ReplicatedReplacingMergeTree('/clickhouse/tables/{shard}/marketdata/" in formatted
-                assert "non_replicated_deduplication_window" not in formatted
-    assert n >= 7
-
-
 def test_a_dagster_run_on_a_password_protected_server_stores_no_secret(tmp_path, monkeypatch):
     import dagster as dg
 

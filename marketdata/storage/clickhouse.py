@@ -69,7 +69,7 @@ class ClickHouse:
             autogenerate_session_id=False,
             # On loopback compression costs CPU on both ends and saves nothing.
             compress=not _loopback(p.hostname),
-            settings={"async_insert": 0})
+            settings={"async_insert": 0, **cluster_settings()})
 
     def client(self) -> Client:
         if self._client is None:
@@ -95,6 +95,18 @@ class ClickHouse:
             if self._client is not None:
                 self._client.close()
                 self._client = None
+
+
+def cluster_settings() -> dict:
+    """Client settings a cluster needs (MARKETDATA_CLICKHOUSE_CLUSTER set; none on one node):
+    an INSERT into a Distributed table returns only once every shard has committed its rows
+    (`insert_distributed_sync`, the name every server version knows), so persist acknowledges
+    a Redis entry only after ClickHouse holds it, as on one node; and an IN/JOIN subquery over a
+    Distributed table runs once on the initiator (`distributed_product_mode = 'global'`, always
+    correct) instead of being refused when the cluster has several shards."""
+    if not os.environ.get("MARKETDATA_CLICKHOUSE_CLUSTER"):
+        return {}
+    return {"insert_distributed_sync": 1, "distributed_product_mode": "global"}
 
 
 def insert_json_rows(client: Client, table: str, columns: list[str], rows: bytes,
