@@ -4,8 +4,8 @@ two `marketdata persist` workers -> ClickHouse, checked against the simulator's 
 
 - end to end: Binance (with the standard faults) and OKX at once, their streams spread over the
   masters, two persist workers sharing the group; ClickHouse equals the ground truth exactly, the
-  hour is covered, bars equal the truth's bars; `marketdata status` and `tail`, and the health
-  readers the Dagster sensors use, work against the cluster.
+  hour is covered, bars equal the truth's bars; `marketdata status` and `tail`, and Dagster's
+  ingest_health sensor (through its RedisResource), work against the cluster.
 - failover: the master serving BTC-USDT's stream is killed with SIGKILL mid-hour; its replica is
   promoted by the cluster (cluster-node-timeout 1 s). Afterwards ClickHouse still equals the ground
   truth: nothing lost, nothing stored twice. The figures (kill -> promoted, kill -> connector
@@ -19,6 +19,7 @@ import subprocess
 import sys
 import time
 
+import dagster as dg
 import orjson
 import redis
 
@@ -30,6 +31,7 @@ from marketdata.stream import health_key, stream_key
 
 from .harness import REPO, Proc, wait_for
 from .pipeline import HOUR, Pipeline, check_bars, check_ticks, standard_faults
+from .test_dagster_ingest import INGEST_CHECK, PERSIST_CHECK, checks, evaluate_health, md, observations
 
 
 def _cli(env: dict, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
@@ -59,6 +61,12 @@ def test_cluster_end_to_end_two_venues_two_persist_workers(tmp_path, clickhouse)
             assert tl.returncode == 0, tl.stderr
             ticks = [orjson.loads(line) for line in tl.stdout.splitlines()]
             assert len([t for t in ticks if "trade_id" in t]) >= 5, tl.stdout   # whole entries
+            # Dagster's ingest_health sensor (RedisResource -> the health readers) on the cluster.
+            res = evaluate_health(cl.url)
+            # (read, not unreachable; "lagging" only because the simulated hour lies in the past)
+            assert md(checks(res)[INGEST_CHECK])["status"] in ("ok", "lagging"), md(checks(res)[INGEST_CHECK])
+            assert checks(res)[PERSIST_CHECK].passed, md(checks(res)[PERSIST_CHECK])
+            assert md(observations(res)[dg.AssetKey("raw_ticks")])["persist_workers_live"] == 2
             b.wait_hour_persisted()
             o.wait_hour_persisted()
 
