@@ -71,7 +71,8 @@ class Pipeline:
     def __init__(self, tmp: Path, redis_url: str, ch, *, repair: bool = True, rate: int = 2000,
                  venue: str = "binance", sim_args: list[str] | None = None, options: dict | None = None,
                  venue_config: dict | None = None, symbols: list[str] | None = None, seed: int = 11,
-                 hour: int = HOUR, speed: float = SPEED, env: dict | None = None, hold: bool = True):
+                 hour: int = HOUR, speed: float = SPEED, env: dict | None = None, hold: bool = True,
+                 consumer: str = "e2e"):
         """hold: the simulator's clock stands at the lead-in until the connector has subscribed every
         symbol (False for a connector that cannot subscribe, e.g. refused credentials)."""
         self.tmp, self.ch, self.venue = tmp, ch, venue
@@ -94,6 +95,8 @@ class Pipeline:
             "symbols": symbols, "ws_url": eps["ws"], "rest_url": eps["rest"], "repair": repair,
             "idle_timeout": 2.5, "options": options, **(venue_config or {})}})
         env["MARKETDATA_CONFIG"] = str(cfg)
+        self.env = env
+        self.consumer = consumer
         self.persist, self.ingest = self.start_platform(env)
         self.r = client(redis_url)
         if hold:
@@ -103,7 +106,7 @@ class Pipeline:
     def start_platform(self, env: dict) -> tuple[Proc, Proc]:
         """What runs behind the simulator: (the persist side, the connector side). Here one
         `marketdata persist` and one `marketdata ingest`; test_up_split.py runs two `up --only`."""
-        return (Proc("persist", ["persist", "--consumer", "e2e"], env, self.logs),
+        return (Proc("persist", ["persist", "--consumer", self.consumer], env, self.logs),
                 Proc("ingest", ["ingest", "--venue", self.venue], env, self.logs))
 
     def health(self, field: str) -> int:

@@ -612,6 +612,8 @@ class VenueConnector:
             "lag_us": max(0, self.last_tick_recv_us - last_ts) if last_ts else 0,
             "covered_to_us": min((s.covered_to or 0 for s in seqs), default=0),
             "redis_failures": self.publisher.failures if self.publisher else 0,
+            "redis_wait_shortfalls": (self.publisher.replica_wait.shortfalls
+                                      if self.publisher and self.publisher.replica_wait else 0),
             "silent_symbols": ",".join(sorted(self._silence.silent)) if self._silence else "",
             "instruments_checked": int(self.instruments_checked),
             "last_error": self.last_error[:300],

@@ -5,6 +5,10 @@ continue the previous one); all streams share one pipelined round trip. A flush 
 `flush_ms` after the first item of a batch was queued, or as soon as `flush_ticks` are queued. If Redis is unreachable the batch is kept and
 retried with backoff. The queue is bounded: when it is full `put` waits, which stops the
 WebSocket reader and pushes back on the venue through TCP instead of dropping what was received.
+
+On a Redis Cluster the pipeline is split per master by the cluster client, and each master's part
+ends with ``WAIT 1 <ms>`` (``replica_wait.py``): a flush counts as published once a replica holds
+it, so a failover cannot lose what was counted. On a single Redis the flush is unchanged.
 """
 
 from __future__ import annotations
@@ -16,9 +20,11 @@ from typing import Callable
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from ..storage.redis import is_cluster
 from ..stream import STREAMS_SET, Gap, encode_entry, sequence_key, stream_key
 from ..tick import Tick
 from .backoff import Backoff
+from .replica_wait import ReplicaWait
 
 log = logging.getLogger("marketdata.ingest.publisher")
 
@@ -128,6 +134,8 @@ class Publisher(FlushLoop):
         self.last_error = ""
         # Called at flush time for each stream flushed: the sequence state to store after the entry.
         self.state_provider: Callable[[str, str], dict | None] | None = None
+        # Cluster only (decided once here; a single node's flush never looks at it again).
+        self.replica_wait = ReplicaWait(redis) if is_cluster(redis) else None
 
     @property
     def queued(self) -> int:
@@ -199,7 +207,13 @@ class Publisher(FlushLoop):
         if new_streams:
             pipe.sadd(STREAMS_SET, *new_streams)
         try:
-            await pipe.execute()
+            if self.replica_wait is None:
+                await pipe.execute()
+            else:
+                waited = await self.replica_wait.add(pipe, [stream_key(e, s) for e, s in batch])
+                results = await pipe.execute()
+                if waited:
+                    self.replica_wait.check(waited, results[-len(waited):])
         except BaseException:
             # Keep the batch, in front of whatever was queued while the round trip was out.
             for k, segs in self._pending.items():

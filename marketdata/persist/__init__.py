@@ -5,7 +5,8 @@
     python -m marketdata.persist ...
 
 Run one or several processes; each is a consumer of the group. Redis and ClickHouse come from the
-environment (``marketdata.settings``). Stops cleanly on SIGTERM / SIGINT (exit 0).
+environment (``marketdata.settings``); Redis may be a Redis Cluster (a ``redis+cluster://`` URL: the
+worker then reads per stream, pipelined per master; see ``worker.py``). Stops cleanly on SIGTERM / SIGINT (exit 0).
 """
 
 from __future__ import annotations

@@ -24,6 +24,20 @@ ClickHouse therefore never runs ahead of the ticks it vouches for.
 A background thread publishes health every second, re-claims held entries, trims streams behind
 what every group has acknowledged, and removes consumers that are gone and own nothing.
 
+On a Redis Cluster (a ``redis+cluster://`` URL) the streams live on several masters and Redis
+refuses one XREADGROUP over keys of different slots (CROSSSLOT). There a read is one
+non-blocking XREADGROUP per stream, all of them in one cluster pipeline (the client sends each
+master its share on one connection, the masters answer in parallel); when every stream is empty
+the worker polls again every ``cluster_poll_ms`` (default 25) until ``block_ms`` has passed. Every
+other command already touches one key at a time (XAUTOCLAIM, XPENDING, XACK, XCLAIM, the status and
+delete-consumer Lua scripts, whose only key is the stream), so it is routed to the stream's slot;
+the scripts are sent with EVAL there (the cluster pipeline does not load scripts). Several workers
+share the group on every stream exactly as on one Redis. A failover (a master replaced by its
+replica) surfaces as Redis errors that the worker waits out with backoff, like Redis being down;
+the cluster client refreshes its slot map and the worker carries on from the group's state on
+the promoted replica (entries the old master delivered or acked that had not reached the replica
+are delivered again; ClickHouse stores each trade once).
+
 Batching: a batch is closed at ``batch_max`` ticks, or -- when the streams are not backlogged --
 ``linger_ms`` (default 100) after the previous insert began, so a steady flow goes in as about ten
 inserts a second rather than one per read (each insert costs a few Redis and HTTP round trips
@@ -189,7 +203,7 @@ class PersistWorker:
                  streams_refresh_s: float = 1.0, health_interval_s: float = 1.0,
                  backoff_base_s: float = 0.05, backoff_max_s: float = 10.0,
                  group: str = PERSIST_GROUP, deadletter_stream: str = DEADLETTER_STREAM,
-                 consumer_gone_ms: int | None = None):
+                 consumer_gone_ms: int | None = None, cluster_poll_ms: int = 25):
         if batch_max < 1 or block_ms < 1 or claim_idle_ms < 1:
             raise ValueError("batch_max, block_ms and claim_idle_ms must be positive")
         self.redis_url = redis_url or settings.redis_url()
@@ -213,6 +227,8 @@ class PersistWorker:
         sock_timeout = max(10.0, block_ms / 1000.0 + 5.0)
         self.r = redis_storage.client(self.redis_url, socket_timeout=sock_timeout, socket_connect_timeout=3)
         self.hr = redis_storage.client(self.redis_url, socket_timeout=5, socket_connect_timeout=3)
+        self.cluster = redis_storage.is_cluster(self.r)
+        self.cluster_poll_s = max(cluster_poll_ms, 1) / 1000.0
         self._status_script = self.hr.register_script(_STATUS_LUA)
         self._delconsumer_script = self.hr.register_script(_DELCONSUMER_LUA)
 
@@ -321,7 +337,13 @@ class PersistWorker:
         now = time.monotonic()
         if not force and now < self._next_refresh:
             return
-        members = {_b(m) for m in self.r.sunion(STREAMS_SET, QUOTE_STREAMS_SET)}
+        if self.cluster:       # the two sets live in different slots: no SUNION across them
+            pipe = self.r.pipeline(transaction=False)
+            pipe.smembers(STREAMS_SET)
+            pipe.smembers(QUOTE_STREAMS_SET)
+            members = {_b(m) for ms in pipe.execute() for m in ms}
+        else:
+            members = {_b(m) for m in self.r.sunion(STREAMS_SET, QUOTE_STREAMS_SET)}
         for s in sorted(members - self._group_ready):
             self._ensure_group(s)
             self._recover_own.add(s)
@@ -337,6 +359,8 @@ class PersistWorker:
         self._group_ready.add(stream)
 
     def _xreadgroup(self, streams: dict, count: int, block: int | None):
+        if self.cluster:
+            return self._xreadgroup_cluster(streams, count, block)
         try:
             return self.r.xreadgroup(self.group, self.consumer, streams, count=count, block=block)
         except redis.ResponseError as e:
@@ -348,6 +372,37 @@ class PersistWorker:
                 self._group_ready.discard(_b(s))
                 self._ensure_group(_b(s))
             return self.r.xreadgroup(self.group, self.consumer, streams, count=count, block=block)
+
+    def _xreadgroup_cluster(self, streams: dict, count: int, block: int | None):
+        """XREADGROUP over streams of many slots: one non-blocking read per stream, pipelined
+        (per master, in parallel); polled every cluster_poll_ms while all are empty, up to
+        ``block`` ms. Same answer shape as one XREADGROUP: [[stream, [(id, fields), ...]], ...]."""
+        deadline = time.monotonic() + block / 1000.0 if block else None
+        items = list(streams.items())
+        while True:
+            pipe = self.r.pipeline(transaction=False)
+            for s, i in items:
+                pipe.xreadgroup(self.group, self.consumer, {s: i}, count=count)
+            out, missing = [], []
+            for (s, _), res in zip(items, pipe.execute(raise_on_error=False)):
+                if isinstance(res, Exception):
+                    if "NOGROUP" not in str(res):
+                        raise res
+                    missing.append(_b(s))
+                elif res:
+                    out.extend(res)
+            if missing:
+                log.warning("persist: consumer group missing on %d streams (deleted, or lost with a "
+                            "failover?); creating it again", len(missing))
+                for s in missing:
+                    self._group_ready.discard(s)
+                    self._ensure_group(s)
+                continue
+            if out or deadline is None:
+                return out
+            left = deadline - time.monotonic()
+            if left <= 0 or self._stop.wait(min(left, self.cluster_poll_s)):
+                return out
 
     def _read(self) -> _Batch:
         try:
@@ -886,7 +941,7 @@ class PersistWorker:
             return
         pipe = self.hr.pipeline(transaction=False)
         for s in streams:
-            self._status_script(keys=[s], args=[self.group, "1" if trim else "0"], client=pipe)
+            self._script(pipe, self._status_script, _STATUS_LUA, s, self.group, "1" if trim else "0")
         results = pipe.execute()
         pending = 0
         oldest = None
@@ -927,11 +982,20 @@ class PersistWorker:
             return
         pipe = self.hr.pipeline(transaction=False)
         for s, name in candidates:
-            self._delconsumer_script(keys=[s], args=[self.group, name, self.consumer_gone_ms], client=pipe)
+            self._script(pipe, self._delconsumer_script, _DELCONSUMER_LUA, s, self.group, name,
+                         self.consumer_gone_ms)
         removed = sum(1 for r in pipe.execute() if r and int(r) > 0)
         if removed:
             self.stats["consumers_removed"] += removed
             log.info("persist: removed %d idle consumers that owned nothing", removed)
+
+    def _script(self, pipe, script, source: str, key: bytes, *args) -> None:
+        """Queue a one-key Lua script: EVALSHA (loaded on demand) on one Redis; EVAL on a cluster,
+        whose pipeline cannot load scripts (and a promoted replica may not have them cached)."""
+        if self.cluster:
+            pipe.execute_command("EVAL", source, 1, key, *args)
+        else:
+            script(keys=[key], args=list(args), client=pipe)
 
     def _keepalive(self) -> None:
         """Reset the idle time of entries we hold, so nobody claims them while we are alive."""

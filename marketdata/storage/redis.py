@@ -2,6 +2,13 @@
 
 The embedded server is a real redis-server process (AOF on, its own data dir, a free loopback
 port); it writes its URL into the data dir so every other process of the platform finds it.
+
+A Redis Cluster is selected by the URL's scheme: ``redis+cluster://host:port[,host:port...]``
+(``rediss+cluster://`` for TLS). The hosts are startup nodes (any of them answering is enough; list
+several so a process started while one is down still finds the cluster). ``client()`` and
+``async_client()`` then return redis-py's cluster clients, which route every key to its slot's
+master. A plain ``redis://`` URL gives the single-node client exactly as before. The password, for
+both, comes from MARKETDATA_REDIS_PASSWORD (or the URL's own credentials).
 """
 
 from __future__ import annotations
@@ -13,11 +20,64 @@ import socket
 import subprocess
 import time
 from pathlib import Path
+from urllib.parse import unquote, urlsplit
 
 import redis
 
 from .. import settings
 from ..procs import default_signals
+
+
+CLUSTER_SCHEMES = ("redis+cluster", "rediss+cluster")
+
+
+def is_cluster_url(url: str) -> bool:
+    return url.split("://", 1)[0].lower() in CLUSTER_SCHEMES
+
+
+def is_cluster(r) -> bool:
+    """True for a cluster client (sync or asyncio) made by ``client``/``async_client``."""
+    from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
+    return isinstance(r, (redis.RedisCluster, AsyncRedisCluster))
+
+
+def cluster_startup_nodes(url: str) -> tuple[list[tuple[str, int]], dict]:
+    """``redis+cluster://[user:pass@]h1:p1,h2:p2[/0]`` -> ([(host, port)], client kwargs).
+    A database other than 0 is refused: a cluster has only database 0."""
+    parts = urlsplit(url)
+    if parts.scheme.lower() not in CLUSTER_SCHEMES:
+        raise ValueError(f"not a Redis Cluster URL (expected redis+cluster://host:port,...): {settings.redact(url)}")
+    netloc = parts.netloc
+    kw: dict = {}
+    if "@" in netloc:
+        cred, netloc = netloc.rsplit("@", 1)
+        user, _, pw = cred.partition(":")
+        if user:
+            kw["username"] = unquote(user)
+        if pw:
+            kw["password"] = unquote(pw)
+    nodes = []
+    for hp in netloc.split(","):
+        host, _, port = hp.strip().rpartition(":")
+        if not host or not port.isdigit():
+            raise ValueError(f"Redis Cluster URL needs host:port startup nodes, got {hp!r} in "
+                             f"{settings.redact(url)}")
+        nodes.append((host.strip("[]"), int(port)))
+    db = parts.path.strip("/")
+    if db not in ("", "0"):
+        raise ValueError(f"a Redis Cluster has only database 0, the URL asks for {db!r}: {settings.redact(url)}")
+    if parts.scheme.lower().startswith("rediss"):
+        kw["ssl"] = True
+    return nodes, kw
+
+
+def _cluster_kw(url: str, kw: dict) -> tuple[list[tuple[str, int]], dict]:
+    nodes, url_kw = cluster_startup_nodes(url)
+    for k, v in url_kw.items():
+        kw.setdefault(k, v)
+    # A node that does not answer must not stall every caller: fail over to the next attempt.
+    kw.setdefault("socket_connect_timeout", 2)
+    return nodes, kw
 
 
 def client(url: str | None = None, **kw) -> redis.Redis:
@@ -27,6 +87,10 @@ def client(url: str | None = None, **kw) -> redis.Redis:
     kw.setdefault("health_check_interval", 30)
     if password and "password" not in kw:
         kw["password"] = password
+    if is_cluster_url(url):
+        from redis.cluster import ClusterNode
+        nodes, kw = _cluster_kw(url, kw)
+        return redis.RedisCluster(startup_nodes=[ClusterNode(h, p) for h, p in nodes], **kw)
     return redis.Redis.from_url(url, **kw)
 
 
@@ -36,6 +100,10 @@ def async_client(url: str | None = None, **kw):
     password = os.environ.get("MARKETDATA_REDIS_PASSWORD") or None
     if password and "password" not in kw:
         kw["password"] = password
+    if is_cluster_url(url):
+        from redis.asyncio.cluster import ClusterNode, RedisCluster
+        nodes, kw = _cluster_kw(url, kw)
+        return RedisCluster(startup_nodes=[ClusterNode(h, p) for h, p in nodes], **kw)
     return aioredis.Redis.from_url(url, **kw)
 
 
@@ -63,10 +131,12 @@ def redis_server_binary() -> str:
 class EmbeddedRedis:
     """A redis-server child process with AOF on, stopped by its PID."""
 
-    def __init__(self, data_dir: Path | None = None, port: int = 0, publish_url: bool = True):
+    def __init__(self, data_dir: Path | None = None, port: int = 0, publish_url: bool = True,
+                 extra_args: list[str] | tuple[str, ...] = ()):
         self.dir = Path(data_dir or settings.embedded_redis_dir())
         self.port = port or free_port()
         self.publish_url = publish_url
+        self.extra_args = list(extra_args)      # e.g. the cluster node options
         self.proc: subprocess.Popen | None = None
 
     @property
@@ -78,7 +148,7 @@ class EmbeddedRedis:
         args = [redis_server_binary(), "--port", str(self.port), "--bind", "127.0.0.1",
                 "--dir", str(self.dir), "--appendonly", "yes", "--appendfsync", "everysec",
                 "--save", "", "--daemonize", "no", "--logfile", str(self.dir / "redis.log"),
-                "--pidfile", str(self.dir / "redis.pid")]
+                "--pidfile", str(self.dir / "redis.pid"), *self.extra_args]
         password = os.environ.get("MARKETDATA_REDIS_PASSWORD")
         if password:
             args += ["--requirepass", password]

@@ -2,14 +2,17 @@
 hash of every symbol flushed written after its entry (stored state never runs ahead of what was
 published). Same shape as ``ingest/publisher.py``: one entry per stream per flush, one pipelined
 round trip, the batch kept and retried with backoff while Redis is down, and ``put`` waiting when
-the queue is full (the book reader then stops reading and TCP pushes back on the venue)."""
+the queue is full (the book reader then stops reading and TCP pushes back on the venue). On a
+Redis Cluster each flush waits for a replica like the trades publisher (``replica_wait.py``)."""
 
 from __future__ import annotations
 
 import asyncio
 from typing import Callable
 
+from ...storage.redis import is_cluster
 from ..publisher import FlushLoop
+from ..replica_wait import ReplicaWait
 from ...stream import QUOTE_STREAMS_SET, Quote, book_key, encode_quotes, quotes_key
 
 
@@ -33,6 +36,7 @@ class QuotePublisher(FlushLoop):
         self.last_error = ""
         # (exchange, symbol) -> book state to store with the flush, or None
         self.state_provider: Callable[[str, str], dict | None] | None = None
+        self.replica_wait = ReplicaWait(redis) if redis is not None and is_cluster(redis) else None
 
     @property
     def queued(self) -> int:
@@ -72,7 +76,13 @@ class QuotePublisher(FlushLoop):
         if new:
             pipe.sadd(QUOTE_STREAMS_SET, *new)
         try:
-            await pipe.execute()
+            if self.replica_wait is None:
+                await pipe.execute()
+            else:
+                waited = await self.replica_wait.add(pipe, [quotes_key(e, s) for e, s in batch])
+                results = await pipe.execute()
+                if waited:
+                    self.replica_wait.check(waited, results[-len(waited):])
         except BaseException:
             for k, qs in self._pending.items():
                 batch.setdefault(k, []).extend(qs)
