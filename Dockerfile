@@ -21,7 +21,7 @@ COPY marketdata ./marketdata
 COPY sql ./sql
 COPY deploy ./deploy
 COPY dagster.production.yaml workspace.yaml ./
-RUN pip install -e '.[deploy]' \
+RUN pip install -e '.[production]' \
  && useradd --system --uid 10001 --home-dir /var/lib/marketdata --shell /usr/sbin/nologin marketdata \
  && mkdir -p "$MARKETDATA_HOME" "$DAGSTER_HOME" \
  && cp dagster.production.yaml "$DAGSTER_HOME/dagster.yaml" \

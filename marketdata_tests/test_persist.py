@@ -24,7 +24,7 @@ from marketdata.persist import DEADLETTER_STREAM, PersistWorker
 from marketdata.persist import rows as R
 from marketdata.procs import default_signals
 from marketdata.storage.clickhouse import LocalClickHouse
-from marketdata.storage.redis import EmbeddedRedis, client
+from marketdata.storage.redis import client
 from marketdata.stream import PERSIST_GROUP, STREAMS_SET, Gap, encode_entry, health_key, stream_key
 from marketdata.tick import Tick
 
@@ -39,15 +39,6 @@ REPO = Path(__file__).resolve().parents[1]
 @pytest.fixture
 def ch(clickhouse):
     return clickhouse
-
-
-@pytest.fixture
-def redis_server(tmp_path):
-    er = EmbeddedRedis(tmp_path / "redis", publish_url=False).start()
-    try:
-        yield er
-    finally:
-        er.stop()
 
 
 @pytest.fixture
@@ -485,6 +476,11 @@ def test_two_workers_coverage_never_runs_ahead_of_ticks(r, redis_server, ch):
     w1._insert = slow_insert
     checks = 0
     with running(w1), running(w2):
+        # Both read every stream before the first entry (a worker finds new streams once a second;
+        # the other could otherwise take them all first).
+        r.sadd(STREAMS_SET, *keys)
+        wait_for(lambda: all({k.encode() for k in keys} <= set(w._streams) for w in (w1, w2)),
+                 what="both workers reading the three streams")
         for i in range(n_entries):
             pipe = r.pipeline(transaction=False)
             for s, key in zip(symbols, keys):

@@ -6,9 +6,8 @@ from __future__ import annotations
 
 import asyncio
 
-import redis.asyncio as aioredis
-
 from marketdata.ingest.publisher import Publisher
+from marketdata.storage.redis import async_client
 from marketdata.stream import decode_entry, stream_key
 from marketdata.tick import Tick
 
@@ -28,7 +27,7 @@ async def _next_entry(r, key: str, last: str) -> tuple[str, dict]:
 
 def test_idle_then_a_tick_then_a_lone_coverage_mark_each_reach_redis(redis_server):
     async def main() -> None:
-        r = aioredis.from_url(redis_server.url)
+        r = async_client(redis_server.url)
         key = stream_key("binance", "BTC-USDT")
         pub = Publisher(r, flush_ms=5.0)
         stop = asyncio.Event()
@@ -51,7 +50,7 @@ def test_idle_then_a_tick_then_a_lone_coverage_mark_each_reach_redis(redis_serve
 
 def test_a_full_batch_goes_out_before_its_timer(redis_server):
     async def main() -> None:
-        r = aioredis.from_url(redis_server.url)
+        r = async_client(redis_server.url)
         key = stream_key("binance", "BTC-USDT")
         pub = Publisher(r, flush_ms=60_000.0, flush_ticks=100)      # the timer alone would take a minute
         stop = asyncio.Event()

@@ -6,9 +6,8 @@ from __future__ import annotations
 
 import asyncio
 
-import redis.asyncio as aioredis
-
 from marketdata.ingest.publisher import Publisher
+from marketdata.storage.redis import async_client
 from marketdata.stream import stream_key
 from marketdata.tick import Tick
 
@@ -19,7 +18,7 @@ def _ticks(n: int) -> list[Tick]:
 
 
 async def _publish_then_stop(url: str, ticks: list[Tick], *, before_stop=None, drain_s: float = 10.0):
-    r = aioredis.from_url(url)
+    r = async_client(url)
     pub = Publisher(r, flush_ms=1000.0)          # nothing flushes on its own before the stop
     pub.drain_s = drain_s
     stop = asyncio.Event()

