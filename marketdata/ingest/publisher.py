@@ -24,7 +24,7 @@ from ..storage.redis import is_cluster
 from ..stream import STREAMS_SET, Gap, encode_entry, sequence_key, stream_key
 from ..tick import Tick
 from .backoff import Backoff
-from .replica_wait import ReplicaWait
+from .replica_wait import ReplicaWait, execute_flush
 
 log = logging.getLogger("marketdata.ingest.publisher")
 
@@ -207,13 +207,7 @@ class Publisher(FlushLoop):
         if new_streams:
             pipe.sadd(STREAMS_SET, *new_streams)
         try:
-            if self.replica_wait is None:
-                await pipe.execute()
-            else:
-                waited = await self.replica_wait.add(pipe, [stream_key(e, s) for e, s in batch])
-                results = await pipe.execute()
-                if waited:
-                    self.replica_wait.check(waited, results[-len(waited):])
+            await execute_flush(pipe, self.replica_wait, batch, stream_key)
         except BaseException:
             # Keep the batch, in front of whatever was queued while the round trip was out.
             for k, segs in self._pending.items():

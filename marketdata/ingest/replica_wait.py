@@ -90,3 +90,16 @@ class ReplicaWait:
             log.warning("no replica acknowledged a flush within %d ms on %s: counted as published "
                         "(as safe as a single Redis); not waiting on that node for %.0fs",
                         self.timeout_ms, ", ".join(short), self.idle_s)
+
+
+async def execute_flush(pipe, replica_wait: ReplicaWait | None, batch, key_of) -> list:
+    """Send a flush pipeline. On a cluster (``replica_wait`` set) the WAITs for the masters that
+    serve ``key_of(exchange, symbol)`` of every ``batch`` key go at its end and their answers are
+    checked; on a single Redis it is ``pipe.execute()`` and nothing else (no key is computed)."""
+    if replica_wait is None:
+        return await pipe.execute()
+    waited = await replica_wait.add(pipe, [key_of(e, s) for e, s in batch])
+    results = await pipe.execute()
+    if waited:
+        replica_wait.check(waited, results[-len(waited):])
+    return results

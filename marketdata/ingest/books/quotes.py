@@ -12,7 +12,7 @@ from typing import Callable
 
 from ...storage.redis import is_cluster
 from ..publisher import FlushLoop
-from ..replica_wait import ReplicaWait
+from ..replica_wait import ReplicaWait, execute_flush
 from ...stream import QUOTE_STREAMS_SET, Quote, book_key, encode_quotes, quotes_key
 
 
@@ -76,13 +76,7 @@ class QuotePublisher(FlushLoop):
         if new:
             pipe.sadd(QUOTE_STREAMS_SET, *new)
         try:
-            if self.replica_wait is None:
-                await pipe.execute()
-            else:
-                waited = await self.replica_wait.add(pipe, [quotes_key(e, s) for e, s in batch])
-                results = await pipe.execute()
-                if waited:
-                    self.replica_wait.check(waited, results[-len(waited):])
+            await execute_flush(pipe, self.replica_wait, batch, quotes_key)
         except BaseException:
             for k, qs in self._pending.items():
                 batch.setdefault(k, []).extend(qs)
