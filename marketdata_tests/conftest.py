@@ -57,8 +57,8 @@ def clickhouse(clickhouse_server):
 # (a fresh-clone run took 28 min on a 2-core machine with 40 % CPU steal).
 SLOW_FIRST = [
     "test_interpreters.py", "test_dagster_e2e.py", "test_redis7.py", "test_ui_dagster.py", "test_clients_cryptofeed.py",
-    "test_clients_ccxt.py", "test_isolation.py", "test_up_ownership.py", "test_up.py", "test_up_split.py",
-    "test_read_e2e.py", "test_end_to_end.py", "test_redis_cluster.py", "test_okx_trades_all.py", "test_dagster_ingest.py",
+    "test_clients_ccxt.py", "test_isolation.py", "test_up_ownership.py", "test_up.py", "test_up_split.py", "test_redis_cluster.py",
+    "test_read_e2e.py", "test_end_to_end.py", "test_okx_trades_all.py", "test_dagster_ingest.py",
 ]
 
 
