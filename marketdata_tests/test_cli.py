@@ -123,3 +123,15 @@ def test_loading_the_definitions_warns_nothing_about_owners():
     p = subprocess.run([sys.executable, "-c", code], cwd=str(REPO), capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stderr[-3000:]
     assert int(p.stdout.strip()) > 0
+
+
+@pytest.mark.parametrize("url, needle", [
+    ("redis+cluster://127.0.0.1:7000,127.0.0.1:7001/3", "only database 0"),
+    ("redis+cluster://127.0.0.1", "host:port startup nodes"),
+])
+def test_a_cluster_url_the_platform_cannot_use_fails_the_start_saying_what_to_fix(url, needle, monkeypatch, tmp_path):
+    monkeypatch.setenv("MARKETDATA_HOME", str(tmp_path))
+    monkeypatch.setenv("MARKETDATA_REDIS_URL", url)
+    code, out, err = _run(["tail", "binance:BTC-USDT", "-n", "1"])
+    assert code == 2 and needle in err and "Traceback" not in err, (code, out, err)
+

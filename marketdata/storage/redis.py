@@ -31,6 +31,11 @@ from ..procs import default_signals
 CLUSTER_SCHEMES = ("redis+cluster", "rediss+cluster")
 
 
+class BadClusterURL(settings.NotConfigured, ValueError):
+    """A ``redis+cluster://`` URL the platform cannot use; the message says what to fix (the CLI
+    prints it and exits 2, like any store that is not configured)."""
+
+
 def is_cluster_url(url: str) -> bool:
     return url.split("://", 1)[0].lower() in CLUSTER_SCHEMES
 
@@ -46,7 +51,7 @@ def cluster_startup_nodes(url: str) -> tuple[list[tuple[str, int]], dict]:
     A database other than 0 is refused: a cluster has only database 0."""
     parts = urlsplit(url)
     if parts.scheme.lower() not in CLUSTER_SCHEMES:
-        raise ValueError(f"not a Redis Cluster URL (expected redis+cluster://host:port,...): {settings.redact(url)}")
+        raise BadClusterURL(f"not a Redis Cluster URL (expected redis+cluster://host:port,...): {settings.redact(url)}")
     netloc = parts.netloc
     kw: dict = {}
     if "@" in netloc:
@@ -60,12 +65,12 @@ def cluster_startup_nodes(url: str) -> tuple[list[tuple[str, int]], dict]:
     for hp in netloc.split(","):
         host, _, port = hp.strip().rpartition(":")
         if not host or not port.isdigit():
-            raise ValueError(f"Redis Cluster URL needs host:port startup nodes, got {hp!r} in "
+            raise BadClusterURL(f"Redis Cluster URL needs host:port startup nodes, got {hp!r} in "
                              f"{settings.redact(url)}")
         nodes.append((host.strip("[]"), int(port)))
     db = parts.path.strip("/")
     if db not in ("", "0"):
-        raise ValueError(f"a Redis Cluster has only database 0, the URL asks for {db!r}: {settings.redact(url)}")
+        raise BadClusterURL(f"a Redis Cluster has only database 0, the URL asks for {db!r}: {settings.redact(url)}")
     if parts.scheme.lower().startswith("rediss"):
         kw["ssl"] = True
     return nodes, kw
