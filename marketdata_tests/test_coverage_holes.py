@@ -125,22 +125,25 @@ def test_detection_sql_agrees_with_the_python_reference(clickhouse):
 
 
 def _entries_after_delivered(r, key: str) -> list[tuple[bytes, dict]]:
-    group = {g["name"]: g for g in r.xinfo_groups(key)}[PERSIST_GROUP.encode()]
-    last = group["last-delivered-id"].decode()
+    groups = {(g["name"].decode() if isinstance(g["name"], bytes) else g["name"]): g for g in r.xinfo_groups(key)}
+    last = groups[PERSIST_GROUP]["last-delivered-id"]
+    last = last.decode() if isinstance(last, bytes) else last
     return [(eid, f) for eid, f in r.xrange(key, min=f"({last}", max="+")]
 
 
-def _lost_run(entries) -> tuple[list[bytes], int, int]:
+def _lost_run(entries) -> tuple[list[bytes], int, int, int]:
     """A run of undelivered entries to delete, as a failover loses them: it starts after an entry
-    with a coverage mark (covered up to X) and ends with one (covered up to Y), and every trade it
-    holds lies in (X, Y], so what vanishes is exactly the span (X, Y] and its trades."""
+    with a coverage mark (covered up to X) and ends with one (covered up to Y); its trades lie
+    after X and (those queued after its last mark) up to the end + 1 of the next mark that
+    survives. Returns (ids, X, Y, the latest lost trade's ts)."""
     marks = [(i, orjson.loads(f[b"c"])) for i, (_, f) in enumerate(entries) if b"c" in f]
-    for (i, before), (j, last) in zip(marks, marks[6:]):
+    for (i, before), (j, last), (_, nxt) in zip(marks, marks[4:], marks[5:]):
         run = entries[i + 1:j + 1]
         ts = [t[0] for _, f in run if b"t" in f for t in orjson.loads(f[b"t"])]
-        if len(ts) >= 30 and all(before[1] < x <= last[1] for x in ts):
-            return [eid for eid, _ in run], before[1], last[1]
-    raise AssertionError(f"no run of entries whose trades lie inside its marks among {len(entries)}")
+        if len(ts) >= 30 and all(before[1] < x <= nxt[1] + 1 for x in ts):
+            return [eid for eid, _ in run], before[1], last[1], max(ts)
+    raise AssertionError(f"no run of entries whose trades lie inside its marks among {len(entries)} "
+                         f"entries, {len(marks)} marks")
 
 
 def test_entries_lost_after_publish_are_found_and_repaired(pipeline_factory, clickhouse):
@@ -150,8 +153,8 @@ def test_entries_lost_after_publish_are_found_and_repaired(pipeline_factory, cli
     wait_for(lambda: p.sim_now() >= HOUR + 15 * M, 60, "sim time 10:15")
     p.persist.stop()
     now = p.sim_now()
-    wait_for(lambda: p.sim_now() >= now + 4 * M, 60, "4 simulated minutes with persist stopped")
-    lost, x, y = _lost_run(_entries_after_delivered(p.r, key))
+    wait_for(lambda: p.sim_now() >= now + 6 * M, 60, "6 simulated minutes with persist stopped")
+    lost, x, y, latest = _lost_run(_entries_after_delivered(p.r, key))
     assert HOUR < x < y < HOUR_END
     assert p.r.xdel(key, *lost) == len(lost)
     p.persist = Proc("persist-again", ["persist", "--consumer", p.consumer], p.env, p.logs)
@@ -164,8 +167,8 @@ def test_entries_lost_after_publish_are_found_and_repaired(pipeline_factory, cli
     assert not [g for g in _gaps(ch).values() if g[2] <= y and g[3] > x]
 
     recs = record_coverage_holes(ch, now=HOUR_END + 20 * M, horizon_us=2 * US_PER_HOUR, settle_us=10 * M)
-    assert [(g.exchange, g.symbol, g.from_us, g.to_us, g.status) for g in recs] == [
-        ("binance", sym, x + 1, y, "open")]
+    assert [(g.exchange, g.symbol, g.from_us, g.status) for g in recs] == [("binance", sym, x + 1, "open")]
+    assert recs[0].to_us >= max(y, latest)      # reaches over the trades queued after the last lost mark
     assert record_coverage_holes(ch, now=HOUR_END + 20 * M, horizon_us=2 * US_PER_HOUR, settle_us=10 * M) == []
 
     gaps = find_repairable_gaps(ch, exchanges=["binance"])
@@ -180,3 +183,43 @@ def test_entries_lost_after_publish_are_found_and_repaired(pipeline_factory, cli
     got = check_ticks(p, ch)
     assert merged_intervals(ch, HOUR, HOUR_END, [("binance", sym)])[("binance", sym)] == [(HOUR, HOUR_END - 1)]
     check_bars(p, ch, got["truth"])
+
+
+def test_gap_repair_sensor_records_holes_then_requests_their_repair(clickhouse, tmp_path, monkeypatch):
+    import dagster as dg
+    from marketdata.clock import now_us
+    from marketdata.definitions import defs
+    from marketdata.defs.repair import gap_repair
+    from marketdata.defs.repair.sensors import HOLE_SCAN_INTERVAL_US
+
+    from .harness import write_config
+    cfg = write_config(tmp_path / "marketdata.yaml", {"binance": {
+        "symbols": ["BTC-USDT"], "endpoints": "live", "rest_url": "http://127.0.0.1:9", "ws_url": "ws://127.0.0.1:1"}})
+    monkeypatch.setenv("MARKETDATA_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("MARKETDATA_CLICKHOUSE_URL", clickhouse.url)
+    monkeypatch.setenv("MARKETDATA_CONFIG", str(cfg))
+    now = now_us()
+    b = "BTC-USDT"
+    S.write(clickhouse, coverage=[("binance", b, now - 60 * M, now - 40 * M, "ws"),
+                                  ("binance", b, now - 30 * M, now - 20 * M, "ws")])
+    with dg.instance_for_test() as instance:
+        with dg.build_sensor_context(instance=instance, resources=defs.resources, definitions=defs) as ctx:
+            req = gap_repair(ctx)
+            cursor = ctx.cursor
+        assert isinstance(req, dg.RunRequest), req
+        (gap,) = [g for g in _gaps(clickhouse).items()]
+        assert gap[1][:3] == ("binance", b, now - 40 * M + 1) and gap[1][4:] == (FOUND_BY, "open")
+        assert req.run_config["ops"]["repair_recorded_gaps"]["config"]["gap_ids"] == [gap[0]]
+        assert now <= int(cursor) <= now_us()
+        # Within the scan interval the next evaluation does not scan: a new hole waits for the next scan.
+        S.write(clickhouse, coverage=[("binance", b, now - 18 * M, now - 15 * M, "ws")])
+        with dg.build_sensor_context(instance=instance, resources=defs.resources, definitions=defs,
+                                     cursor=cursor) as ctx:
+            again = gap_repair(ctx)
+        assert isinstance(again, dg.RunRequest) and again.run_key == req.run_key
+        assert len(_gaps(clickhouse)) == 1
+        with dg.build_sensor_context(instance=instance, resources=defs.resources, definitions=defs,
+                                     cursor=str(int(cursor) - HOLE_SCAN_INTERVAL_US)) as ctx:
+            third = gap_repair(ctx)
+        assert len(third.run_config["ops"]["repair_recorded_gaps"]["config"]["gap_ids"]) == 2
+        assert len(_gaps(clickhouse)) == 2
