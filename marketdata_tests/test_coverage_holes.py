@@ -134,13 +134,14 @@ def _entries_after_delivered(r, key: str) -> list[tuple[bytes, dict]]:
 def _lost_run(entries) -> tuple[list[bytes], int, int, int]:
     """A run of undelivered entries to delete, as a failover loses them: it starts after an entry
     with a coverage mark (covered up to X) and ends with one (covered up to Y); its trades lie
-    after X and (those queued after its last mark) up to the end + 1 of the next mark that
-    survives. Returns (ids, X, Y, the latest lost trade's ts)."""
+    after X and (those queued after its last mark, at least one: the case a hole bounded by the
+    marks alone would miss) up to the end + 1 of the next mark that survives. Returns (ids, X, Y,
+    the latest lost trade's ts)."""
     marks = [(i, orjson.loads(f[b"c"])) for i, (_, f) in enumerate(entries) if b"c" in f]
     for (i, before), (j, last), (_, nxt) in zip(marks, marks[4:], marks[5:]):
         run = entries[i + 1:j + 1]
         ts = [t[0] for _, f in run if b"t" in f for t in orjson.loads(f[b"t"])]
-        if len(ts) >= 30 and all(before[1] < x <= nxt[1] + 1 for x in ts):
+        if len(ts) >= 30 and all(before[1] < x <= nxt[1] + 1 for x in ts) and max(ts) > last[1]:
             return [eid for eid, _ in run], before[1], last[1], max(ts)
     raise AssertionError(f"no run of entries whose trades lie inside its marks among {len(entries)} "
                          f"entries, {len(marks)} marks")
@@ -156,6 +157,7 @@ def test_entries_lost_after_publish_are_found_and_repaired(pipeline_factory, cli
     wait_for(lambda: p.sim_now() >= now + 6 * M, 60, "6 simulated minutes with persist stopped")
     lost, x, y, latest = _lost_run(_entries_after_delivered(p.r, key))
     assert HOUR < x < y < HOUR_END
+    assert latest > y       # a lost trade the next surviving mark vouches for: the record must reach it
     assert p.r.xdel(key, *lost) == len(lost)
     p.persist = Proc("persist-again", ["persist", "--consumer", p.consumer], p.env, p.logs)
     p.wait_hour_persisted()
