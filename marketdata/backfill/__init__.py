@@ -2,6 +2,7 @@
 
     history.load_history(ch, venue, symbols, start_us, end_us, rest_url=...)   historical backfill
     repair.find_repairable_gaps(ch, ...) / repair.repair_gaps(ch, gaps, venues) gap repair
+    coverage_holes.record_coverage_holes(ch, ...)  unexplained coverage holes -> gap rows (repaired by the above)
     rebuild.rebuild_hours(ch, hours)                                           bars after either
     rest.VenueRest                       sync REST client: Retry-After, backoff, weight budget
     store                                ticks / coverage / gaps / progress / attempts writes
@@ -12,6 +13,7 @@ The Dagster definitions that call these are in ``marketdata.defs.backfill`` (his
 and ``marketdata.defs.repair`` (gap_repair sensor, gap_repair_job).
 """
 
+from .coverage_holes import find_coverage_holes, record_coverage_holes
 from .history import BackfillError, HistoryResult, format_us, load_history, parse_time_us
 from .rebuild import RebuildResult, hour_ranges, rebuild_hours, span_hours
 from .repair import GapOutcome, RepairReport, find_repairable_gaps, gap_counts, repair_gap, repair_gaps
@@ -22,5 +24,5 @@ __all__ = [
     "BackfillError", "GapOutcome", "HistoryResult", "Progress", "RebuildResult", "RepairReport",
     "RestError", "VenueRest", "WeightBudget", "find_repairable_gaps", "format_us", "gap_counts",
     "hour_ranges", "list_progress", "load_history", "parse_time_us", "read_progress", "rebuild_hours",
-    "repair_gap", "repair_gaps", "span_hours",
+    "repair_gap", "repair_gaps", "span_hours", "find_coverage_holes", "record_coverage_holes",
 ]

@@ -21,7 +21,8 @@ Per gap (``repair_gap``):
   record says how many ids the venue did not return.
 
 Each attempt is counted in ``marketdata.gap_repair_attempts``; ``find_repairable_gaps`` offers an
-open gap once the live connector had its chance (``open_grace_us``) and retries an unrepairable
+open gap once the live connector had its chance (``open_grace_us``; at once for a
+``coverage_hole``, which no connector will repair: ``coverage_holes``) and retries an unrepairable
 gap at most ``max_attempts`` times, ``retry_interval_us`` apart -- so a gap the venue will never
 give back does not keep the repair busy.
 
@@ -110,7 +111,7 @@ FROM (SELECT * FROM marketdata.gaps FINAL
 LEFT JOIN (SELECT exchange, symbol, gap_id, attempts, last_attempt_us
            FROM marketdata.gap_repair_attempts FINAL) AS a
   ON a.exchange = g.exchange AND a.symbol = g.symbol AND a.gap_id = g.gap_id
-WHERE (g.status = 'unrepairable' OR g.detected_us <= {{open_before:Int64}})
+WHERE (g.status = 'unrepairable' OR g.found_by = 'coverage_hole' OR g.detected_us <= {{open_before:Int64}})
   AND a.attempts < {{max_attempts:UInt32}}
   AND a.last_attempt_us <= {{retry_before:Int64}}
 ORDER BY g.detected_us, g.exchange, g.symbol, g.gap_id
@@ -235,12 +236,24 @@ def _fetch_time_pages(rest: VenueRest, mod, options: dict, vs: str, symbol: str,
     return list(out.values()), False
 
 
+def _repair_by(mod) -> str | None:
+    return getattr(mod, "REPAIR_BY", "id" if getattr(mod, "SEQUENTIAL_IDS", False) else None)
+
+
+def can_repair_by_time(mod) -> bool:
+    """Whether ``repair_gap`` can refetch a span named only by time (a gap without ids) from this
+    venue's REST history: by id from the first trade at a time, or by time pages."""
+    repair_by = _repair_by(mod)
+    return ((repair_by == "id" and hasattr(mod, "first_id_request"))
+            or (repair_by == "time" and hasattr(mod, "history_by_time_request")))
+
+
 def repair_gap(ch, rest: VenueRest, vs: str, options: dict, gap: Gap, *, page_size: int | None = None,
                attempts_before: int = 0) -> GapOutcome:
     mod = rest.mod
     page_size = page_limit(mod, page_size)
     now = now_us()
-    repair_by = getattr(mod, "REPAIR_BY", "id" if getattr(mod, "SEQUENTIAL_IDS", False) else None)
+    repair_by = _repair_by(mod)
     by_id = bool(gap.from_id and gap.to_id and repair_by == "id")
     if by_id:
         lo, hi = mod.trade_id_int(gap.from_id), mod.trade_id_int(gap.to_id)
