@@ -158,9 +158,10 @@ class Platform:
         all_sim_venues = [v.name for v in cfg.venues.values() if v.endpoints == "simulator" and not v.ws_url]
         sim_venues = [n for n in all_sim_venues if n in venues]
         venue_env = demo_credentials(all_sim_venues)
-        if sim_venues and "simulator" in groups:
-            self._start_simulator(cfg, sim_venues, venue_env, env, data, logs)
-        self._resolve_endpoints(venues)
+        if "simulator" in groups:     # without it, resolved above, before anything started
+            if sim_venues:
+                self._start_simulator(cfg, sim_venues, venue_env, env, data, logs)
+            self._resolve_endpoints(venues)
         if "persist" in groups:
             for n in range(cfg.persist.workers):
                 consumer = persist_consumer(n, self.split, socket.gethostname(), str(data))

@@ -19,6 +19,7 @@ Everything is decided here, from the arguments and the environment, before anyth
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping
 
 from .config import Config, ConfigError
@@ -105,5 +106,4 @@ def persist_consumer(n: int, split: bool, host: str, data_dir: str) -> str:
     are unique and stable across restarts."""
     if not split:
         return f"up-{n}"
-    import hashlib
     return f"up-{host}-{hashlib.sha256(data_dir.encode()).hexdigest()[:6]}-{n}"
