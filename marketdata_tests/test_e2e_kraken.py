@@ -122,6 +122,8 @@ def test_kraken_v1_reconnects_keep_trades_on_their_symbol(pipeline_factory, clic
                        " WHERE exchange = 'kraken' AND ts_us >= {a:Int64} AND ts_us < {b:Int64}",
                        parameters={"a": p.hour, "b": p.hour_end}).result_rows
         gaps = c.query("SELECT found_by, status FROM marketdata.gaps FINAL WHERE exchange = 'kraken'").result_rows
+        gaps_by_symbol = c.query("SELECT symbol, found_by FROM marketdata.gaps FINAL"
+                                 " WHERE exchange = 'kraken'").result_rows
     for sym in SYMBOLS:
         want = _content((ts, px, qty, side) for _, ts, px, qty, side in truth[("kraken", sym)])
         have = _content(r[1:] for r in rows if r[0] == sym)
@@ -129,8 +131,11 @@ def test_kraken_v1_reconnects_keep_trades_on_their_symbol(pipeline_factory, clic
         assert have == want, (sym, sum(have.values()), sum(want.values()),
                               list((want - have).items())[:3], list((have - want).items())[:3])
     # Every reconnect span was found and repaired from REST by time; nothing left unrepairable.
+    # How many rows that makes per symbol is not fixed: a span in which a symbol traded nothing
+    # leaves no row for it (nothing to repair), and a close that lands while the previous span is
+    # still being caught up extends that span (CI once saw 6 rows for 4 closes and 2 symbols).
     assert Counter(s for _, s in gaps) == Counter({"repaired": len(gaps)}), gaps
-    assert len([g for g in gaps if g[0] == "reconnect"]) >= 4 * len(SYMBOLS), gaps
+    assert {sym for sym, found_by in gaps_by_symbol if found_by == "reconnect"} == set(SYMBOLS), gaps
     check_bars(p, clickhouse, truth)
     check_dagster(p, monkeypatch)
 
