@@ -25,11 +25,8 @@ import orjson
 import yaml
 
 from . import settings
+from .errors import ConfigError
 from .tick import split_symbol
-
-
-class ConfigError(ValueError):
-    pass
 
 
 # WebSocket transports a venue's links can use (ingest/link.py says what each is).

@@ -30,7 +30,8 @@ from .bars.audit import hour_key_us
 from .bars.coverage import first_coverage_us
 from .bars.watermark import floor_hour
 from .clock import now_us
-from .config import Config, ConfigError, load_config, simulator_endpoints_file
+from .config import Config, load_config, simulator_endpoints_file
+from .errors import ConfigError
 from .datadir_lock import DataDirLock, DataDirLocked
 from .ingest.backoff import Backoff
 from .procs import default_signals

@@ -26,7 +26,8 @@ def _check_stream(r, target: str, key: str, config_path: str | None) -> None:
     starting); else raise NoSuchStream naming the streams that look like ``target``."""
     if r.exists(key):
         return
-    from .config import ConfigError, load_config
+    from .config import load_config
+    from .errors import ConfigError
     configured: set[str] = set()
     try:
         cfg = load_config(config_path, resolve_endpoints=False)

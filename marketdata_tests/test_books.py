@@ -16,9 +16,10 @@ from marketdata.venues import binance_book as bbin
 from marketdata.venues import kraken_book as bkr
 from marketdata.venues import okx_book as bokx
 from marketdata.ingest.books.feed import BookFeed
-from marketdata.ingest.books.local import ASK, BID, LocalBook
-from marketdata.ingest.books.sync import NEED_SNAPSHOT, NOTHING, RESUBSCRIBE, BookDelta, BookSnapshot, BookSync
-from marketdata.config import ConfigError, parse_config
+from marketdata.venues.book import ASK, BID, BookDelta, BookSnapshot, LocalBook
+from marketdata.ingest.books.sync import NEED_SNAPSHOT, NOTHING, RESUBSCRIBE, BookSync
+from marketdata.config import parse_config
+from marketdata.errors import ConfigError
 from marketdata.storage.redis import async_client, client
 from marketdata.stream import (QUOTE_STREAMS_SET, Quote, book_key, decode_quotes, encode_quotes, health_key,
                                quotes_key)

@@ -19,7 +19,8 @@ import websockets
 from .. import settings
 from .. import venues as venue_registry
 from ..clock import now_us
-from ..config import ConfigError, VenueConfig
+from ..config import VenueConfig
+from ..errors import ConfigError
 from ..storage.redis import async_client
 from ..stream import Gap, health_key, sequence_key
 from ..tick import Tick

@@ -31,6 +31,7 @@ from typing import Any
 
 import orjson
 
+from ..errors import ConfigError
 from ..tick import Tick
 from .base import (Ack, HttpRequest, Ignored, Instrument, MalformedFrame, UnknownSymbol, Unrecognised,
                    VenueError, reject_unknown_options, trade_tick)
@@ -81,7 +82,6 @@ def credentials() -> tuple[str, str]:
     key, secret = os.environ.get(KEY_ENV, ""), os.environ.get(SECRET_ENV, "")
     missing = [n for n, v in ((KEY_ENV, key), (SECRET_ENV, secret)) if not v.strip()]
     if missing:
-        from ..config import ConfigError    # lazy: config imports the venue registry
         raise ConfigError(f"alpaca needs API keys in the environment: set {' and '.join(missing)} "
                           "(Alpaca dashboard -> API keys)")
     return key.strip(), secret.strip()

@@ -16,7 +16,7 @@ import orjson
 
 from . import binance as trade_venue
 from .base import (Ack, HttpRequest, Ignored, MalformedFrame, Reconnect, UnknownSymbol, VenueError, json_object)
-from ..ingest.books.sync import BookDelta, BookSnapshot
+from .book import BookDelta, BookSnapshot
 
 NAME = "binance"
 SNAPSHOT_FROM = "rest"

@@ -19,9 +19,8 @@ from typing import Any
 import orjson
 
 from .base import Ack, HttpRequest, Ignored, MalformedFrame, Reconnect, UnknownSymbol, VenueError
+from .book import ASK, BID, BookDelta, BookSnapshot, LocalBook
 from .kraken import BOOK_DEPTHS
-from ..ingest.books.local import ASK, BID, LocalBook
-from ..ingest.books.sync import BookDelta, BookSnapshot
 
 NAME = "kraken"
 SNAPSHOT_FROM = "ws"

@@ -22,7 +22,7 @@ import orjson
 
 from . import kucoin as kucoin_venue
 from .base import HttpRequest, Ignored, MalformedFrame, UnknownSymbol
-from ..ingest.books.sync import BookDelta, BookSnapshot
+from .book import BookDelta, BookSnapshot
 
 NAME = "kucoin"
 SNAPSHOT_FROM = "rest"

@@ -20,8 +20,7 @@ import orjson
 
 from . import okx as trade_venue
 from .base import Ignored, MalformedFrame, UnknownSymbol, json_object
-from ..ingest.books.local import ASK, BID, LocalBook
-from ..ingest.books.sync import BookDelta, BookSnapshot
+from .book import ASK, BID, BookDelta, BookSnapshot, LocalBook
 
 NAME = "okx"
 SNAPSHOT_FROM = "ws"

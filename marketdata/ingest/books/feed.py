@@ -23,7 +23,8 @@ from ...stream import Quote, book_key, health_key
 from ...venues.base import Ack, MalformedFrame, Reconnect, UnknownSymbol, VenueError
 from . import venue_module
 from .quotes import QuotePublisher
-from .sync import NEED_SNAPSHOT, NOTHING, RESUBSCRIBE, BookDelta, BookSnapshot, BookSync
+from ...venues.book import BookDelta, BookSnapshot
+from .sync import NEED_SNAPSHOT, NOTHING, RESUBSCRIBE, BookSync
 
 log = logging.getLogger("marketdata.ingest.books")
 
