@@ -146,7 +146,7 @@ def _main(argv: list[str]) -> int:
             except ConfigError:
                 pass
         try:
-            venues.get(venue).validate_options(options)
+            options = venues.get(venue).validate_options(options)
         except ValueError as e:
             print(f"marketdata decode: {venue}: {e}", file=sys.stderr)
             return 2

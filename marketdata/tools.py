@@ -87,7 +87,7 @@ def decode(venue: str, symbols: list[str], inp: IO = sys.stdin, out: IO = sys.st
     before `id_market`) are ticks too. Returns counts of ticks, malformed frames, unrecognised
     frames, unknown symbols and unsequenced trades."""
     mod = venue_registry.get(venue)
-    options = options or {}
+    options = mod.validate_options(options)
     parser = mod.Parser({mod.to_venue_symbol(s): s for s in symbols}, options)
     counts = {"frames": 0, "ticks": 0, "malformed": 0, "unrecognised": 0, "unknown_symbol": 0,
               "unsequenced": 0, "other": 0}

@@ -30,13 +30,13 @@ import logging
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from types import ModuleType
-from typing import Callable
+from typing import Any, Callable, Mapping
 
 from .. import venues as venue_registry
 from ..clock import now_us
 from ..stream import Gap
 from ..tick import Tick
+from ..venues.base import Venue, VenueOptions
 from . import store as S
 from .rest import RestError, VenueRest
 
@@ -49,21 +49,16 @@ class BackfillError(RuntimeError):
     pass
 
 
-def _takes_limit(mod: ModuleType) -> bool:
-    import inspect
-    return "limit" in inspect.signature(mod.history_by_id_request).parameters
-
-
-def page_limit(mod: ModuleType, page_size: int | None) -> int:
-    """Trades per by-id page: ``page_size`` where the venue module lets the caller choose
-    (``history_by_id_request(..., limit=)``), else the module's REPAIR_PAGE."""
-    if page_size and _takes_limit(mod):
+def page_limit(mod: type[Venue], page_size: int | None) -> int:
+    """Trades per by-id page: ``page_size`` where the venue lets the caller choose
+    (``BY_ID_TAKES_LIMIT``), else the venue's REPAIR_PAGE."""
+    if page_size and mod.BY_ID_TAKES_LIMIT:
         return max(1, min(int(page_size), int(mod.REPAIR_PAGE)))
     return int(mod.REPAIR_PAGE)
 
 
-def by_id_request(mod: ModuleType, venue_symbol: str, from_id: int, options: dict, limit: int):
-    if _takes_limit(mod):
+def by_id_request(mod: type[Venue], venue_symbol: str, from_id: int, options: VenueOptions, limit: int):
+    if mod.BY_ID_TAKES_LIMIT:
         return mod.history_by_id_request(venue_symbol, from_id, options, limit=limit)
     return mod.history_by_id_request(venue_symbol, from_id, options)
 
@@ -127,7 +122,7 @@ class HistoryResult:
 class _Loader:
     """One symbol's load; state between pages."""
 
-    def __init__(self, ch, rest: VenueRest, mod: ModuleType, options: dict, p: S.Progress,
+    def __init__(self, ch, rest: VenueRest, mod: type[Venue], options: VenueOptions, p: S.Progress,
                  venue_symbol: str, page_size: int, flush_pages: int,
                  on_progress: ProgressCallback | None):
         self.ch, self.rest, self.mod, self.options, self.p = ch, rest, mod, options, p
@@ -142,7 +137,7 @@ class _Loader:
         self.last_ts = p.loaded_to_us             # time of the trade before the next one
         self.trades_this_run = 0
         self.pages_this_run = 0
-        self.lateness = int(getattr(mod, "LATENESS_US", 2_000_000))
+        self.lateness = int(mod.LATENESS_US)
 
     def first_id(self, at_us: int) -> int | None:
         return self.mod.first_id_at(self.rest.call(self.mod.first_id_request(self.vs, at_us, self.options)),
@@ -246,7 +241,7 @@ class _Loader:
 
 
 def load_history(ch, venue: str, symbols: list[str], start_us: int, end_us: int, *,
-                 rest_url: str, options: dict | None = None, page_size: int | None = None,
+                 rest_url: str, options: Mapping[str, Any] | None = None, page_size: int | None = None,
                  weight_fraction: float = 0.5, restart: bool = False, flush_pages: int = 20,
                  max_pages: int | None = None, on_progress: ProgressCallback | None = None,
                  stop: Callable[[], bool] | None = None, rest: VenueRest | None = None) -> HistoryResult:
@@ -258,12 +253,11 @@ def load_history(ch, venue: str, symbols: list[str], start_us: int, end_us: int,
     if end_us <= start_us:
         raise ValueError(f"empty range: {format_us(start_us)} .. {format_us(end_us)}")
     mod = venue_registry.get(venue)
-    for fn in ("first_id_request", "first_id_at", "history_by_id_request", "parse_history"):
-        if not hasattr(mod, fn):
-            raise BackfillError(f"venue {venue} has no REST trade history by time and id ({fn})")
-    if not getattr(mod, "SEQUENTIAL_IDS", False):
+    if mod.first_id_request is None:
+        raise BackfillError(f"venue {venue} has no REST trade history by time and id (first_id_request)")
+    options = mod.validate_options(options)
+    if not mod.sequence_rules(options)[0]:
         raise BackfillError(f"venue {venue}: trade ids are not sequential; history by id cannot prove a span complete")
-    options = dict(options or {})
     page_size = page_limit(mod, page_size)
     stop = stop or (lambda: False)
     t0 = time.monotonic()
@@ -311,7 +305,7 @@ def load_history(ch, venue: str, symbols: list[str], start_us: int, end_us: int,
     return res
 
 
-def _start(ch, rest: VenueRest, mod: ModuleType, options: dict, venue: str, sym: str, vs: str,
+def _start(ch, rest: VenueRest, mod: type[Venue], options: VenueOptions, venue: str, sym: str, vs: str,
            start_us: int, end_us: int, p: S.Progress | None, page_size: int, flush_pages: int,
            on_progress: ProgressCallback | None) -> _Loader | None:
     """A loader positioned at the cursor (or at the range start); None when there is nothing to

@@ -43,6 +43,7 @@ from ..config import VenueConfig
 from ..persist.rows import GAP_COLUMNS
 from ..stream import Gap
 from ..tick import Tick
+from ..venues.base import Venue, VenueOptions
 from . import store as S
 from .history import by_id_request, page_limit
 from .rest import RestError, VenueRest
@@ -164,7 +165,7 @@ def attempts_of(ch, gaps: list[Gap]) -> dict[tuple[str, str, str], int]:
 
 # --- one gap ----------------------------------------------------------------------------------
 
-def _fetch_by_id(rest: VenueRest, mod, options: dict, vs: str, symbol: str, lo: int, hi: int,
+def _fetch_by_id(rest: VenueRest, mod: type[Venue], options: VenueOptions, vs: str, symbol: str, lo: int, hi: int,
                  page_size: int) -> tuple[list[Tick], int]:
     """Trades with ids lo..hi as the venue returns them; (ticks, ids missing)."""
     got: list[Tick] = []
@@ -191,7 +192,7 @@ def _fetch_by_id(rest: VenueRest, mod, options: dict, vs: str, symbol: str, lo: 
     return got, (hi - lo + 1) - len(seen)
 
 
-def _fetch_by_time(rest: VenueRest, mod, options: dict, vs: str, symbol: str, from_us: int, to_us: int,
+def _fetch_by_time(rest: VenueRest, mod: type[Venue], options: VenueOptions, vs: str, symbol: str, from_us: int, to_us: int,
                    page_size: int) -> tuple[list[Tick], int, bool]:
     """Trades with from_us <= ts <= to_us; (ticks, ids skipped inside, reached past to_us)."""
     first = mod.first_id_at(rest.call(mod.first_id_request(vs, from_us, options)), options)
@@ -218,7 +219,7 @@ def _fetch_by_time(rest: VenueRest, mod, options: dict, vs: str, symbol: str, fr
             return got, skipped, False
 
 
-def _fetch_time_pages(rest: VenueRest, mod, options: dict, vs: str, symbol: str, from_us: int, to_us: int,
+def _fetch_time_pages(rest: VenueRest, mod: type[Venue], options: VenueOptions, vs: str, symbol: str, from_us: int, to_us: int,
                       max_pages: int = 1000) -> tuple[list[Tick], bool]:
     """A REPAIR_BY "time" venue's pages over [from_us, to_us], as the connector reads them;
     (ticks deduplicated by id, complete)."""
@@ -236,25 +237,28 @@ def _fetch_time_pages(rest: VenueRest, mod, options: dict, vs: str, symbol: str,
     return list(out.values()), False
 
 
-def _repair_by(mod) -> str | None:
-    return getattr(mod, "REPAIR_BY", "id" if getattr(mod, "SEQUENTIAL_IDS", False) else None)
+def repair_rules(mod: type[Venue], options: VenueOptions) -> tuple[bool, str | None]:
+    """(sequential ids, repair by) under the venue's configured options, as the connector reads
+    them (``Venue.sequence_rules``): Kraken v1 has no sequential ids, v2 has."""
+    return mod.sequence_rules(options)
 
 
-def can_repair_by_time(mod) -> bool:
+def can_repair_by_time(mod: type[Venue], options: VenueOptions) -> bool:
     """Whether ``repair_gap`` can refetch a span named only by time (a gap without ids) from this
     venue's REST history: by id from the first trade at a time, or by time pages."""
-    repair_by = _repair_by(mod)
-    return ((repair_by == "id" and hasattr(mod, "first_id_request"))
-            or (repair_by == "time" and hasattr(mod, "history_by_time_request")))
+    repair_by = repair_rules(mod, options)[1]
+    return ((repair_by == "id" and mod.first_id_request is not None)
+            or (repair_by == "time" and mod.history_by_time_request is not None))
 
 
-def repair_gap(ch, rest: VenueRest, vs: str, options: dict, gap: Gap, *, page_size: int | None = None,
+def repair_gap(ch, rest: VenueRest, vs: str, options: VenueOptions, gap: Gap, *, page_size: int | None = None,
                attempts_before: int = 0) -> GapOutcome:
     mod = rest.mod
     page_size = page_limit(mod, page_size)
     now = now_us()
-    repair_by = _repair_by(mod)
-    by_id = bool(gap.from_id and gap.to_id and repair_by == "id")
+    sequential, repair_by = repair_rules(mod, options)
+    # ids name a gap only where they are sequential (the connector opens id holes only then)
+    by_id = bool(sequential and gap.from_id and gap.to_id and repair_by == "id")
     if by_id:
         lo, hi = mod.trade_id_int(gap.from_id), mod.trade_id_int(gap.to_id)
         if hi < lo:
@@ -264,12 +268,12 @@ def repair_gap(ch, rest: VenueRest, vs: str, options: dict, gap: Gap, *, page_si
         ticks, missing = _fetch_by_id(rest, mod, options, vs, gap.symbol, lo, hi, page_size)
         complete, how = missing == 0, "rest_by_id"
         why = (f"venue history does not return {missing} of {hi - lo + 1} missing ids" if missing else "")
-    elif repair_by == "id" and hasattr(mod, "first_id_request"):
+    elif repair_by == "id" and mod.first_id_request is not None:
         ticks, skipped, passed = _fetch_by_time(rest, mod, options, vs, gap.symbol, gap.from_us, gap.to_us, page_size)
         complete, how, missing = skipped == 0 and passed, "rest_by_time", skipped
         why = ("" if complete else f"venue history skips {skipped} ids in the span" if skipped
                else "venue history does not reach past the end of the gap")
-    elif repair_by == "time" and hasattr(mod, "history_by_time_request"):
+    elif repair_by == "time" and mod.history_by_time_request is not None:
         ticks, complete = _fetch_time_pages(rest, mod, options, vs, gap.symbol, gap.from_us, gap.to_us)
         how, missing = "rest_by_time", 0
         why = "" if complete else "venue history ran out before the end of the gap"

@@ -17,7 +17,6 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
-from types import ModuleType
 from typing import Any, Callable
 
 import httpx
@@ -25,7 +24,7 @@ import orjson
 
 from .. import venues as venue_registry
 from ..ingest.backoff import Backoff
-from ..venues.base import HttpRequest
+from ..venues.base import HttpRequest, Venue
 
 log = logging.getLogger("marketdata.backfill")
 
@@ -91,7 +90,7 @@ class VenueRest:
         if not base_url:
             raise ValueError(f"{venue}: no REST URL (set venues.{venue}.rest_url or endpoints in the config)")
         self.venue = venue
-        self.mod: ModuleType = venue_registry.get(venue)
+        self.mod: type[Venue] = venue_registry.get(venue)
         self.base_url = base_url
         self.weight_fraction = min(1.0, max(0.01, weight_fraction))
         self.attempts = attempts
@@ -141,9 +140,7 @@ class VenueRest:
             except httpx.HTTPError as e:
                 last = f"{type(e).__name__}: {e}"
             else:
-                used = getattr(self.mod, "used_weight", None)
-                if used is not None:
-                    self.budget.observe(used(r.headers))
+                self.budget.observe(self.mod.used_weight(r.headers))
                 retry = self.mod.retry_after(r.status_code, r.headers)
                 if retry is not None:
                     self.stats.rate_limited += 1
@@ -168,11 +165,9 @@ class VenueRest:
         """Canonical symbol -> venue symbol for the instruments listed as trading; also adopts
         the venue's weight budget when it publishes one."""
         body = self.call(self.mod.instruments_request())
-        limit_fn = getattr(self.mod, "rest_weight_limit", None)
-        if limit_fn is not None:
-            limit = limit_fn(body)
-            if limit:
-                self.set_weight_limit(limit)
+        limit = self.mod.rest_weight_limit(body)
+        if limit:
+            self.set_weight_limit(limit)
         return {i.symbol: i.venue_symbol for i in self.mod.parse_instruments(body)}
 
     def venue_symbols(self, symbols: list[str]) -> dict[str, str]:
@@ -185,6 +180,6 @@ class VenueRest:
 
     def server_time_us(self) -> int | None:
         """The venue clock, where the module knows how to ask for it."""
-        if not hasattr(self.mod, "server_time_request"):
+        if self.mod.server_time_request is None:
             return None
         return self.mod.parse_server_time(self.call(self.mod.server_time_request()))

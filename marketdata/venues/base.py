@@ -212,13 +212,13 @@ class VenueOptions(Mapping):
     (``dict(options)``), which is how it travels to a subprocess or a Dagster run and back."""
 
     @classmethod
-    def parse(cls: type[O], raw: Mapping[str, Any] | None) -> O:
+    def parse(cls: type[O], raw: Mapping[str, Any] | None, venue: str = "this venue") -> O:
         raw = dict(raw or {})
         known = [f.name for f in fields(cls)]
         unknown = set(raw) - set(known)
         if unknown:
             raise ValueError(f"unknown option(s) {sorted(unknown)}; valid: {sorted(known)}"
-                             if known else f"unknown option(s) {sorted(unknown)}; this venue takes none")
+                             if known else f"unknown option(s) {sorted(unknown)}; {venue} takes none")
         return cls(**raw)
 
     def __post_init__(self) -> None:
@@ -256,7 +256,14 @@ def seconds(v: Any) -> bool:
 # --- the contract --------------------------------------------------------------------------------
 
 class _Contract:
-    """Shared by the trade and the book contract: how a venue class is filled in."""
+    """Shared by the trade and the book contract: the options, and how a venue class is filled in."""
+
+    Options: ClassVar[type[VenueOptions]] = NoOptions
+
+    @classmethod
+    def validate_options(cls, raw: Mapping[str, Any] | None) -> VenueOptions:
+        """The config's options typed; a ValueError says what is wrong."""
+        return cls.Options.parse(raw, cls.NAME)
 
     @classmethod
     def member(cls, fn, name: str | None = None):
@@ -264,7 +271,7 @@ class _Contract:
         the same name (or ``name``); returns it unchanged, so the module keeps it too. A name the
         contract does not declare is a TypeError at import: a typo cannot hide behind a default."""
         name = name or fn.__name__
-        contract = [k for k in cls.__mro__[1:] if k not in (object, _Contract)]
+        contract = [k for k in cls.__mro__[1:] if k is not object]
         if not any(name in vars(k) or name in vars(k).get("__annotations__", {}) for k in contract):
             raise TypeError(f"{cls.__name__}: {name} is not a member of the venue contract (venues/base.py)")
         setattr(cls, name, fn if isinstance(fn, type) else staticmethod(fn))
@@ -284,7 +291,6 @@ class Venue(_Contract):
     NAME: ClassVar[str]
     LIVE_WS_URL: ClassVar[str]
     LIVE_REST_URL: ClassVar[str]
-    Options: ClassVar[type[VenueOptions]] = NoOptions
 
     # link lifecycle
     IDLE_TIMEOUT: ClassVar[float] = 30.0        # s without any bytes before a link is declared dead
@@ -299,17 +305,14 @@ class Venue(_Contract):
     # are recorded unrepairable
     REPAIR_BY: ClassVar[str | None] = None
     REPAIR_PAGE: ClassVar[int] = 1000
+    BY_ID_TAKES_LIMIT: ClassVar[bool] = False   # history_by_id_request(..., limit=) pages smaller on asking
     CANDLES_HAVE_TRADE_COUNT: ClassVar[bool] = True
 
     # the parser: Parser(symbols_by_venue_symbol, options).parse(frame, recv_us) -> list[Event], one
-    # per link (per-connection state such as channel ids lives in it). ``ready`` (optional
-    # attribute): False until the venue's greeting (KuCoin welcome); the runtime subscribes after.
+    # per link (per-connection state such as channel ids lives in it). With GREETING, the parser's
+    # ``ready`` turns True on the venue's greeting; the runtime subscribes only after it.
     Parser: ClassVar[type]
-
-    @classmethod
-    def validate_options(cls, raw: Mapping[str, Any] | None) -> VenueOptions:
-        """The config's options typed; a ValueError says what is wrong."""
-        return cls.Options.parse(raw)
+    GREETING: ClassVar[bool] = False            # the venue greets each link first (KuCoin welcome)
 
     @classmethod
     def sequence_rules(cls, options: VenueOptions) -> tuple[bool, str | None]:
@@ -387,9 +390,8 @@ class Venue(_Contract):
         return int(trade_id)
 
     @staticmethod
-    def history_by_id_request(venue_symbol: str, from_id: int, options: VenueOptions,
-                              limit: int | None = None) -> HttpRequest:
-        """Trades with id >= from_id, ascending; at most ``limit`` where the venue takes a page size."""
+    def history_by_id_request(venue_symbol: str, from_id: int, options: VenueOptions, **limit: int) -> HttpRequest:
+        """Trades with id >= from_id, ascending; with BY_ID_TAKES_LIMIT, ``limit=`` at most."""
         raise NotImplementedError
 
     @staticmethod
@@ -415,13 +417,13 @@ class Venue(_Contract):
         """-> (ticks, next cursor | None, complete); complete=False: the venue's history ran out."""
         raise NotImplementedError
 
-    # candles (reconciliation)
-    @staticmethod
-    def candles_request(venue_symbol: str, start_ms: int, end_ms: int) -> HttpRequest:
-        raise NotImplementedError
+    # 1-minute candles for reconciliation: candles_request(venue_symbol, start_ms, end_ms) ->
+    # HttpRequest; None: the venue publishes none
+    candles_request: ClassVar[Callable[[str, int, int], HttpRequest] | None] = None
 
     @staticmethod
     def parse_candles(body: Any) -> list[dict]:
+        """-> [{minute_us, open, high, low, close, volume, trade_count}], oldest first"""
         raise NotImplementedError
 
 
@@ -430,13 +432,13 @@ class BookVenue(_Contract):
     venue's (one ``options:`` per venue in the config). ``ingest/books/sync.py`` runs the rules."""
 
     NAME: ClassVar[str]
-    Options: ClassVar[type[VenueOptions]] = NoOptions
     # "rest": the snapshot is fetched over REST while the stream is buffered (Binance, KuCoin);
     # "ws": the venue sends it in-stream after (re)subscribing (OKX, Kraken)
     SNAPSHOT_FROM: ClassVar[str]
     DEPTH: ClassVar[int | None] = None          # None: a full book; N: a top-N view to truncate
     IDLE_TIMEOUT: ClassVar[float] = 30.0
     Parser: ClassVar[type]                      # -> BookSnapshot / BookDelta and the trade events
+    GREETING: ClassVar[bool] = False            # wait for the parser's ``ready`` before subscribing
 
     @classmethod
     def book_depth(cls, options: VenueOptions) -> int | None:

@@ -1,7 +1,8 @@
 """Venue-neutral book sequencing: buffer deltas until a snapshot, align, apply, and on a gap or a
 checksum failure discard the book and resync.
 
-A venue's book contract supplies the rules (``venues.base.BookVenue``, filled in by ``venues/<venue>_book.py``):
+A venue's book contract supplies the rules (``venues.base.BookVenue``, filled in by
+``venues/<venue>_book.py``):
 
     SNAPSHOT_FROM   "rest": the snapshot is fetched over REST while the stream is buffered
                     (Binance, KuCoin); "ws": the venue sends it in-stream after (re)subscribing
@@ -22,8 +23,8 @@ from __future__ import annotations
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from types import ModuleType
 
+from ...venues.base import BookVenue
 from ...venues.book import BadLevel, BookDelta, BookSnapshot, LocalBook
 
 # actions returned to the runtime
@@ -56,13 +57,13 @@ class SyncStats:
 class BookSync:
     """The sequencing state of one symbol's book on one link."""
 
-    def __init__(self, symbol: str, rules: ModuleType, *, max_buffer: int = 10_000,
+    def __init__(self, symbol: str, rules: type[BookVenue], *, max_buffer: int = 10_000,
                  keep_durations: int = 10_000):
         self.symbol = symbol
         self.rules = rules
         self.rest_snapshot = rules.SNAPSHOT_FROM == "rest"
-        self.depth: int | None = getattr(rules, "DEPTH", None)
-        self.has_checksum = hasattr(rules, "checksum")
+        self.depth: int | None = rules.DEPTH
+        self.has_checksum = rules.checksum is not None
         self.book = LocalBook()
         self.update_id: int | None = None
         self.live = False
