@@ -26,7 +26,7 @@ from websockets.asyncio.client import connect
 from marketdata import tools
 from marketdata.bars.reconcile import fetch_candles
 from marketdata.clock import US_PER_MINUTE
-from marketdata.venues import kraken
+from marketdata.venues.kraken import Kraken as kraken
 from marketdata.venues.base import MalformedFrame
 
 from .harness import wait_for
