@@ -35,7 +35,7 @@ import orjson
 from ..errors import ConfigError
 from ..tick import Tick
 from .base import (Ack, HttpRequest, Ignored, Instrument, MalformedFrame, UnknownSymbol, Unrecognised, Venue,
-                   VenueError, VenueOptions, trade_tick)
+                   VenueError, VenueOptions, one_of, trade_tick)
 
 NAME = "alpaca"
 KEY_ENV = "APCA_API_KEY_ID"
@@ -65,8 +65,7 @@ class Options(VenueOptions):
     feed: str = "iex"               # stream/REST feed, one of FEEDS
 
     def check(self) -> None:
-        if self.feed not in FEEDS:
-            raise ValueError(f"feed must be one of {FEEDS}, not {self.feed!r}")
+        one_of("feed", self.feed, FEEDS)
 
 
 class Alpaca(Venue):

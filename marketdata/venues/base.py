@@ -248,17 +248,70 @@ class NoOptions(VenueOptions):
     """A venue without options."""
 
 
-def seconds(v: Any) -> bool:
-    """A number of seconds as YAML gives it (true/false are not numbers)."""
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
+def one_of(name: str, value: Any, valid: Any, note: str = "") -> None:
+    """An option that takes one of ``valid`` (shown as given); else a ValueError saying so."""
+    if value not in valid:
+        raise ValueError(f"{name} must be one of {valid}{note}, not {value!r}")
+
+
+def seconds_in(name: str, value: Any, upper: float, *, upper_open: bool = False, note: str = "") -> None:
+    """An option that is a number of seconds in (0, upper] (or (0, upper)); true/false are not."""
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and 0 < value
+    if not ok or value > upper or (upper_open and value == upper):
+        raise ValueError(f"{name} must be a number of seconds in (0, {upper:g}{')' if upper_open else ']'}{note}, "
+                         f"not {value!r}")
 
 
 # --- the contract --------------------------------------------------------------------------------
 
 class _Contract:
-    """Shared by the trade and the book contract: the options, and how a venue class is filled in."""
+    """What the trade and the book contract share: the options, the link (one per connection:
+    URL, subscribe, keepalive, session, greeting, parser), instruments and REST backoff, and how a
+    venue class is filled in."""
 
+    NAME: ClassVar[str]
     Options: ClassVar[type[VenueOptions]] = NoOptions
+    IDLE_TIMEOUT: ClassVar[float] = 30.0        # s without any bytes before a link is declared dead
+    # the parser: Parser(symbols_by_venue_symbol, options).parse(frame, recv_us) -> list of events,
+    # one per link (per-connection state such as channel ids lives in it). With GREETING, the
+    # parser's ``ready`` turns True on the venue's greeting (KuCoin welcome); the runtime
+    # subscribes only after it.
+    Parser: ClassVar[type]
+    GREETING: ClassVar[bool] = False
+
+    @staticmethod
+    def instruments_request() -> HttpRequest:
+        raise NotImplementedError
+
+    @staticmethod
+    def retry_after(status: int, headers: Any) -> float | None:
+        """Seconds to wait before the next REST call when the venue says so (429/418); None: go on."""
+        return None
+
+    @staticmethod
+    def connect_url(base: str, venue_symbols: list[str], options: VenueOptions, session: object = None) -> str:
+        raise NotImplementedError
+
+    @staticmethod
+    def subscribe_messages(venue_symbols: list[str], options: VenueOptions, first_id: int = 1) -> list[tuple[Any, str]]:
+        raise NotImplementedError
+
+    @staticmethod
+    def keepalive(options: VenueOptions, session: object = None) -> tuple[float, Any] | None:
+        """(interval s, message or callable) for an application ping; None: protocol pings only."""
+        return None
+
+    # links that need a session (KuCoin bullet token): the runtime fetches one per link and rotates
+    # make-before-break at 80 % of its ttl. session_request(options) -> HttpRequest.
+    session_request: ClassVar[Callable[[VenueOptions], HttpRequest] | None] = None
+
+    @staticmethod
+    def parse_session(body: Any) -> Any:
+        raise NotImplementedError
+
+    @staticmethod
+    def session_ttl(session: Any, options: VenueOptions) -> float | None:
+        return None
 
     @classmethod
     def validate_options(cls, raw: Mapping[str, Any] | None) -> VenueOptions:
@@ -288,12 +341,8 @@ class Venue(_Contract):
     ``history_by_time_request``, ``server_time_request``) or a default that says "none"."""
 
     # identity and endpoints
-    NAME: ClassVar[str]
     LIVE_WS_URL: ClassVar[str]
     LIVE_REST_URL: ClassVar[str]
-
-    # link lifecycle
-    IDLE_TIMEOUT: ClassVar[float] = 30.0        # s without any bytes before a link is declared dead
     MAX_LIFETIME: ClassVar[float] = 0.0         # s after which we reconnect on our terms (0: never)
 
     # continuity
@@ -308,12 +357,6 @@ class Venue(_Contract):
     BY_ID_TAKES_LIMIT: ClassVar[bool] = False   # history_by_id_request(..., limit=) pages smaller on asking
     CANDLES_HAVE_TRADE_COUNT: ClassVar[bool] = True
 
-    # the parser: Parser(symbols_by_venue_symbol, options).parse(frame, recv_us) -> list[Event], one
-    # per link (per-connection state such as channel ids lives in it). With GREETING, the parser's
-    # ``ready`` turns True on the venue's greeting; the runtime subscribes only after it.
-    Parser: ClassVar[type]
-    GREETING: ClassVar[bool] = False            # the venue greets each link first (KuCoin welcome)
-
     @classmethod
     def sequence_rules(cls, options: VenueOptions) -> tuple[bool, str | None]:
         """(sequential ids, repair by) under these options; Kraken v1 has no trade ids."""
@@ -325,48 +368,13 @@ class Venue(_Contract):
         raise NotImplementedError
 
     @staticmethod
-    def instruments_request() -> HttpRequest:
-        raise NotImplementedError
-
-    @staticmethod
     def parse_instruments(body: Any) -> list[Instrument]:
         raise NotImplementedError
-
-    # the link
-    @staticmethod
-    def connect_url(base: str, venue_symbols: list[str], options: VenueOptions, session: object = None) -> str:
-        raise NotImplementedError
-
-    @staticmethod
-    def subscribe_messages(venue_symbols: list[str], options: VenueOptions, first_id: int = 1) -> list[tuple[Any, str]]:
-        raise NotImplementedError
-
-    @staticmethod
-    def keepalive(options: VenueOptions, session: object = None) -> tuple[float, Any] | None:
-        """(interval s, message or callable) for an application ping; None: protocol pings only."""
-        return None
-
-    # links that need a session (KuCoin bullet token): the runtime fetches one per link and rotates
-    # make-before-break at 80 % of its ttl. session_request(options) -> HttpRequest.
-    session_request: ClassVar[Callable[[VenueOptions], HttpRequest] | None] = None
-
-    @staticmethod
-    def parse_session(body: Any) -> Any:
-        raise NotImplementedError
-
-    @staticmethod
-    def session_ttl(session: Any, options: VenueOptions) -> float | None:
-        return None
 
     # venues that authenticate on the link (Alpaca): auth_messages(options) -> list[str]
     auth_messages: ClassVar[Callable[[VenueOptions], list[str]] | None] = None
 
-    # REST: weight budget and backoff
-    @staticmethod
-    def retry_after(status: int, headers: Any) -> float | None:
-        """Seconds to wait before the next REST call when the venue says so (429/418); None: go on."""
-        return None
-
+    # REST weight budget
     @staticmethod
     def rest_weight_limit(exchange_info: Any) -> int | None:
         """The REST weight budget per minute read from the instruments answer; None: not published."""
@@ -431,31 +439,19 @@ class BookVenue(_Contract):
     """What a venue with order books fills in (``venues/<venue>_book.py``). Options are the trade
     venue's (one ``options:`` per venue in the config). ``ingest/books/sync.py`` runs the rules."""
 
-    NAME: ClassVar[str]
     # "rest": the snapshot is fetched over REST while the stream is buffered (Binance, KuCoin);
     # "ws": the venue sends it in-stream after (re)subscribing (OKX, Kraken)
     SNAPSHOT_FROM: ClassVar[str]
     DEPTH: ClassVar[int | None] = None          # None: a full book; N: a top-N view to truncate
-    IDLE_TIMEOUT: ClassVar[float] = 30.0
-    Parser: ClassVar[type]                      # -> BookSnapshot / BookDelta and the trade events
-    GREETING: ClassVar[bool] = False            # wait for the parser's ``ready`` before subscribing
 
     @classmethod
     def book_depth(cls, options: VenueOptions) -> int | None:
         return cls.DEPTH
 
     @staticmethod
-    def instruments_request() -> HttpRequest:
-        raise NotImplementedError
-
-    @staticmethod
     def parse_instruments(body: Any) -> dict[str, str]:
         """canonical -> venue symbol"""
         raise NotImplementedError
-
-    @staticmethod
-    def retry_after(status: int, headers: Any) -> float | None:
-        return None
 
     # sequencing: stale -> already in the book (drop); aligns -> the first delta after a snapshot
     # may be applied; continues -> the next delta chains onto the book
@@ -475,31 +471,9 @@ class BookVenue(_Contract):
     checksum: ClassVar[Callable[[LocalBook], int] | None] = None
 
     @staticmethod
-    def connect_url(base: str, venue_symbols: list[str], options: VenueOptions, session: object = None) -> str:
-        raise NotImplementedError
-
-    @staticmethod
-    def subscribe_messages(venue_symbols: list[str], options: VenueOptions, first_id: int = 1) -> list[tuple[Any, str]]:
-        raise NotImplementedError
-
-    @staticmethod
     def resubscribe_messages(venue_symbol: str, options: VenueOptions) -> list[str]:
         """SNAPSHOT_FROM "ws": what asks the venue for a fresh snapshot of one symbol."""
         raise NotImplementedError
-
-    @staticmethod
-    def keepalive(options: VenueOptions, session: object = None) -> tuple[float, Any] | None:
-        return None
-
-    session_request: ClassVar[Callable[[VenueOptions], HttpRequest] | None] = None
-
-    @staticmethod
-    def parse_session(body: Any) -> Any:
-        raise NotImplementedError
-
-    @staticmethod
-    def session_ttl(session: Any, options: VenueOptions) -> float | None:
-        return None
 
     # SNAPSHOT_FROM "rest"
     @staticmethod

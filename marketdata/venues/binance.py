@@ -25,7 +25,7 @@ import orjson
 
 from ..tick import Tick
 from .base import (Ack, HttpRequest, Instrument, MalformedFrame, Reconnect, UnknownSymbol, Unrecognised,
-                   Venue, VenueError, VenueOptions, int_field, json_object, trade_tick)
+                   Venue, VenueError, VenueOptions, int_field, json_object, one_of, trade_tick)
 
 NAME = "binance"
 
@@ -39,8 +39,7 @@ class Options(VenueOptions):
     trade_stream: str = "trade"     # "trade" (one frame per fill) or "aggTrade" (per taker order)
 
     def check(self) -> None:
-        if self.trade_stream not in TRADE_STREAMS:
-            raise ValueError(f"trade_stream must be one of {TRADE_STREAMS}, not {self.trade_stream!r}")
+        one_of("trade_stream", self.trade_stream, TRADE_STREAMS)
 
 
 class Binance(Venue):

@@ -26,7 +26,8 @@ import orjson
 
 from ..tick import Tick
 from .base import (Ack, HttpRequest, Ignored, Instrument, MalformedFrame, Reconnect, UnknownSymbol,
-                   Unrecognised, Venue, VenueError, VenueOptions, int_field, json_object, trade_tick)
+                   Unrecognised, Venue, VenueError, VenueOptions, int_field, json_object, seconds_in,
+                   trade_tick)
 
 NAME = "bitstamp"
 
@@ -43,9 +44,7 @@ class Options(VenueOptions):
     heartbeat_interval: float = KEEPALIVE_INTERVAL   # s between our bts:heartbeat requests
 
     def check(self) -> None:
-        hb = self.heartbeat_interval
-        if not isinstance(hb, (int, float)) or not 0 < hb <= 60:
-            raise ValueError(f"heartbeat_interval must be a number of seconds in (0, 60], not {hb!r}")
+        seconds_in("heartbeat_interval", self.heartbeat_interval, 60)
 
 
 class Bitstamp(Venue):

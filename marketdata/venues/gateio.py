@@ -32,7 +32,8 @@ import orjson
 
 from ..tick import Tick
 from .base import (Ack, HttpRequest, Ignored, Instrument, MalformedFrame, UnknownSymbol, Unrecognised,
-                   Unsequenced, Venue, VenueError, VenueOptions, int_field, json_object, trade_tick)
+                   Unsequenced, Venue, VenueError, VenueOptions, int_field, json_object, seconds_in,
+                   trade_tick)
 
 NAME = "gateio"
 
@@ -45,9 +46,7 @@ class Options(VenueOptions):
     ping_interval: float = KEEPALIVE_INTERVAL   # s between our spot.ping requests
 
     def check(self) -> None:
-        pi = self.ping_interval
-        if not isinstance(pi, (int, float)) or not 0 < pi <= 60:
-            raise ValueError(f"ping_interval must be a number of seconds in (0, 60], not {pi!r}")
+        seconds_in("ping_interval", self.ping_interval, 60)
 
 
 class Gateio(Venue):

@@ -41,7 +41,7 @@ import orjson
 
 from ..tick import Tick
 from .base import (Ack, HttpRequest, Ignored, Instrument, MalformedFrame, UnknownSymbol, Unrecognised, Venue,
-                   VenueError, VenueOptions, trade_tick)
+                   VenueError, VenueOptions, one_of, trade_tick)
 
 NAME = "kraken"
 
@@ -70,13 +70,11 @@ class Options(VenueOptions):
     book_depth: int = 10
 
     def check(self) -> None:
-        if self.protocol not in PROTOCOLS:
-            raise ValueError(f"protocol must be one of {list(PROTOCOLS)} (v2 is the default), not {self.protocol!r}")
+        one_of("protocol", self.protocol, list(PROTOCOLS), " (v2 is the default)")
         pi = self.ping_interval
         if not isinstance(pi, (int, float)) or isinstance(pi, bool) or pi < 0:
             raise ValueError(f"ping_interval must be a number of seconds >= 0, not {pi!r}")
-        if self.book_depth not in BOOK_DEPTHS:
-            raise ValueError(f"book_depth must be one of {list(BOOK_DEPTHS)}, not {self.book_depth!r}")
+        one_of("book_depth", self.book_depth, list(BOOK_DEPTHS))
 
 
 class Kraken(Venue):

@@ -31,7 +31,8 @@ import orjson
 
 from ..tick import Tick
 from .base import (Ack, HttpRequest, Ignored, Instrument, MalformedFrame, Reconnect, UnknownSymbol,
-                   Unrecognised, Venue, VenueError, VenueOptions, int_field, json_object, trade_tick)
+                   Unrecognised, Venue, VenueError, VenueOptions, int_field, json_object, seconds_in,
+                   trade_tick)
 
 NAME = "kucoin"
 
@@ -46,9 +47,7 @@ class Options(VenueOptions):
     token_ttl: float = DEFAULT_TOKEN_TTL   # s a bullet token is trusted (below the venue's 24 h)
 
     def check(self) -> None:
-        ttl = self.token_ttl
-        if isinstance(ttl, bool) or not isinstance(ttl, (int, float)) or not 0 < ttl < 86400:
-            raise ValueError(f"token_ttl must be a number of seconds in (0, 86400) (tokens live 24 h), not {ttl!r}")
+        seconds_in("token_ttl", self.token_ttl, 86400, upper_open=True, note=" (tokens live 24 h)")
 
 
 class Kucoin(Venue):

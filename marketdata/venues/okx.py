@@ -27,7 +27,8 @@ import orjson
 
 from ..tick import Tick
 from .base import (Ack, HttpRequest, Ignored, Instrument, MalformedFrame, Reconnect, UnknownSymbol,
-                   Unrecognised, Venue, VenueError, VenueOptions, int_field, json_object, trade_tick)
+                   Unrecognised, Venue, VenueError, VenueOptions, int_field, json_object, one_of, seconds_in,
+                   trade_tick)
 
 NAME = "okx"
 
@@ -45,11 +46,8 @@ class Options(VenueOptions):
     channel: str = "trades"
 
     def check(self) -> None:
-        if self.channel not in CHANNELS:
-            raise ValueError(f"channel must be one of {sorted(CHANNELS)}, not {self.channel!r}")
-        pi = self.ping_interval
-        if not isinstance(pi, (int, float)) or not 0 < pi < 30:
-            raise ValueError(f"ping_interval must be a number of seconds in (0, 30), not {pi!r}")
+        one_of("channel", self.channel, sorted(CHANNELS))
+        seconds_in("ping_interval", self.ping_interval, 30, upper_open=True)
 
 
 class Okx(Venue):
