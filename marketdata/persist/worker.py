@@ -787,7 +787,7 @@ class PersistWorker:
         tick_token = R.ids_token("ticks", with_ticks) if with_ticks else None
         gaps = R.gap_rows(g for p in parsed for g in p.gaps)
         gap_payload = R.json_each_row(gaps) if gaps else b""
-        cov = R.merge_coverage((p.coverage, _id_ms(p.id) * 1000) for p in allowed_cov)
+        cov = R.merge_coverage((p.exchange, p.symbol, p.coverage, p.id_ms * 1000) for p in allowed_cov)
         cov_payload = R.json_each_row(cov) if cov else b""
         with_quotes = [p for p in parsed if p.quotes]
         quote_payload = b"".join(p.quotes for p in with_quotes)
