@@ -35,7 +35,7 @@ from typing import Callable
 
 from .. import venues as venue_registry
 from ..clock import now_us
-from ..stream import Gap
+from ..gap import Gap
 from ..tick import Tick
 from . import store as S
 from .rest import RestError, VenueRest

@@ -40,8 +40,8 @@ from typing import Callable, Iterable
 from .. import venues as venue_registry
 from ..clock import US_PER_HOUR, US_PER_MINUTE, now_us
 from ..config import VenueConfig
+from ..gap import Gap
 from ..persist.rows import GAP_COLUMNS
-from ..stream import Gap
 from ..tick import Tick
 from . import store as S
 from .history import by_id_request, page_limit

@@ -20,8 +20,9 @@ from .. import settings
 from .. import venues as venue_registry
 from ..clock import now_us
 from ..config import ConfigError, VenueConfig
+from ..gap import Gap
 from ..storage.redis import async_client
-from ..stream import Gap, health_key, sequence_key
+from ..stream import health_key, sequence_key
 from ..tick import Tick
 from ..venues.base import (Ack, HttpRequest, LastTradeId, MalformedFrame, Pause, Reconnect, Replay,
                            UnknownSymbol, Unrecognised, Unsequenced, VenueError)
