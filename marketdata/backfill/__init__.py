@@ -7,7 +7,6 @@
     rest.VenueRest                       sync REST client: Retry-After, backoff, weight budget
     store                                ticks / coverage / gaps / progress / attempts writes
     cli.main(argv)                       `marketdata backfill` (progress bar)
-    bench.main(argv)                     `marketdata bench --bars` (30-day bars backfill through Dagster)
 
 The Dagster definitions that call these are in ``marketdata.defs.backfill`` (historical_backfill)
 and ``marketdata.defs.repair`` (gap_repair sensor, gap_repair_job).

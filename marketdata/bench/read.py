@@ -118,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from ..backfill.history import parse_time_us
     from ..export.parquet import export
-    from .bars import bars
+    from ..read.bars import bars
 
     if a.symbols > len(BASES):
         ap.error(f"--symbols at most {len(BASES)}")

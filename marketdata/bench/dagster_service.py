@@ -25,7 +25,7 @@ from pathlib import Path
 
 import httpx
 
-from .procs import default_signals
+from ..procs import default_signals
 
 REPO = Path(__file__).resolve().parents[1]
 LOCATION = "marketdata"
