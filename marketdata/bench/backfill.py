@@ -35,9 +35,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..backfill.history import format_us, parse_time_us
-from ..clock import US_PER_HOUR
-from ..defs.partitions import hour_key
+from ..clock import US_PER_HOUR, format_us, hour_key, parse_time_us
 
 VENUES = ["binance", "okx", "kucoin", "kraken", "coinbase", "bybit", "bitfinex", "gateio", "bitstamp", "alpaca"]
 BASES = ["BTC", "ETH", "SOL", "XRP", "DOGE", "ADA", "AVAX", "DOT", "LINK", "LTC", "BCH", "TRX", "ATOM",

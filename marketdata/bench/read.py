@@ -116,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     a = ap.parse_args(argv)
     import polars as pl
 
-    from ..backfill.history import parse_time_us
+    from ..clock import parse_time_us
     from ..export.parquet import export
     from ..read.bars import bars
 
