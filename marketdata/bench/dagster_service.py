@@ -28,7 +28,7 @@ import httpx
 from ..clock import hour_keys
 from ..procs import default_signals
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]          # marketdata/bench/dagster_service.py -> the repo
 LOCATION = "marketdata"
 REPOSITORY = "__repository__"
 RUN_DONE = {"SUCCESS", "FAILURE", "CANCELED"}
