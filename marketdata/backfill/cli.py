@@ -67,7 +67,7 @@ def _endpoint(venue: str, config: str | None, rest_url: str | None) -> tuple[str
 
 
 def _status(ch) -> int:
-    from .history import format_us
+    from ..clock import format_us
     from .store import list_progress
     rows = list_progress(ch)
     if not rows:
@@ -85,7 +85,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from ..storage.clickhouse import ClickHouse
     from ..storage.migrate import migrate
-    from .history import BackfillError, format_us, load_history, parse_time_us
+    from ..clock import format_us, parse_time_us
+    from .history import BackfillError, load_history
     from .rebuild import rebuild_hours, span_hours
     from .rest import RestError
 

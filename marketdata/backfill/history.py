@@ -29,12 +29,11 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from types import ModuleType
 from typing import Callable
 
 from .. import venues as venue_registry
-from ..clock import now_us
+from ..clock import format_us, now_us
 from ..gap import Gap
 from ..tick import Tick
 from . import store as S
@@ -66,31 +65,6 @@ def by_id_request(mod: ModuleType, venue_symbol: str, from_id: int, options: dic
     if _takes_limit(mod):
         return mod.history_by_id_request(venue_symbol, from_id, options, limit=limit)
     return mod.history_by_id_request(venue_symbol, from_id, options)
-
-
-def parse_time_us(value: str | int | float | datetime) -> int:
-    """'2026-01-05T10:00Z', '2026-01-05 10:00', '2026-01-05' (UTC unless an offset is given),
-    a datetime, or epoch seconds/ms/µs -> integer µs UTC."""
-    if isinstance(value, datetime):
-        dt = value
-    elif isinstance(value, (int, float)) or (isinstance(value, str) and value.strip().lstrip("-").isdigit()):
-        v = float(value)
-        return int(v * 1_000_000 if abs(v) < 1e11 else v * 1000 if abs(v) < 1e14 else v)
-    else:
-        s = value.strip()
-        if s.endswith(("Z", "z")):
-            s = s[:-1] + "+00:00"
-        try:
-            dt = datetime.fromisoformat(s)
-        except ValueError:
-            raise ValueError(f"time {value!r} is not ISO 8601, e.g. 2026-01-05T10:00Z") from None
-    if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=timezone.utc)
-    return int(dt.timestamp() * 1_000_000)
-
-
-def format_us(ts_us: int) -> str:
-    return datetime.fromtimestamp(ts_us / 1e6, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 @dataclass

@@ -36,8 +36,7 @@ from typing import Any, Callable, Iterable, Mapping
 import httpx
 
 from .. import venues as venue_registry
-from ..clock import US_PER_HOUR, US_PER_MINUTE
-from .completeness import iso_minute
+from ..clock import US_PER_HOUR, US_PER_MINUTE, iso_minute
 from .universe import Pair, normalize_pairs, pair_key, pairs_param
 from ..settings import env_number
 
