@@ -25,9 +25,9 @@ from decimal import Decimal
 import dagster as dg
 import pytest
 
-from marketdata.backfill import (WeightBudget, find_repairable_gaps, load_history,
+from marketdata.backfill import (find_repairable_gaps, load_history,
                                  parse_time_us, read_progress, rebuild_hours, span_hours)
-from marketdata.backfill.rest import RestError, VenueRest
+from marketdata.rest.client import RestError, VenueRest, WeightBudget
 from marketdata.bars import audit_hours
 from marketdata.clock import US_PER_HOUR, US_PER_MINUTE, now_us
 from marketdata.persist.rows import COVERAGE_COLUMNS, GAP_COLUMNS, TICK_COLUMNS

@@ -23,7 +23,7 @@ from redis.exceptions import RedisError
 from ..storage.redis import is_cluster
 from ..stream import STREAMS_SET, Gap, encode_entry, sequence_key, stream_key
 from ..tick import Tick
-from .backoff import Backoff
+from ..backoff import Backoff
 from .replica_wait import ReplicaWait, execute_flush
 
 log = logging.getLogger("marketdata.ingest.publisher")
