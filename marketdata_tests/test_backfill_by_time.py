@@ -16,70 +16,31 @@ a fresh embedded ClickHouse.
 
 from __future__ import annotations
 
-from decimal import Decimal
-
 import pytest
 
 from marketdata.backfill import BackfillError, load_history, parse_time_us, read_progress, rebuild_hours, span_hours
 from marketdata.bars import audit_hours
 from marketdata.clock import US_PER_HOUR, US_PER_MINUTE, now_us
 
-from .harness import SimProc, platform_env, wait_for, write_config
+from .history_sim import history_sim, history_store
 from .pipeline import bars_from_truth, read_truth
+from .test_backfill import bars, merged_coverage, stored_ticks, truth_ticks
 
 H10 = parse_time_us("2026-01-05T10:00Z")
 H12 = H10 + 2 * US_PER_HOUR
-SIM_END = parse_time_us("2026-01-05T12:10Z")
 SYMBOLS = ["BTC-USD", "DOGE-USD"]
 WINDOW = 30 * US_PER_MINUTE
 
 
 @pytest.fixture(scope="module")
 def sim(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("sim")
-    env = platform_env(tmp, "redis://127.0.0.1:1/0", "http://127.0.0.1:9")
-    s = SimProc(["simulate", "--venues", "kraken", "--symbols", ",".join(SYMBOLS), "--rate", "6000",
-                 "--seed", "7", "--start", "2026-01-05T09:55:00Z", "--end", "2026-01-05T12:10:00Z",
-                 "--speed", "3600", "--ground-truth", str(tmp / "truth.csv")], env, tmp)
-    try:
-        wait_for(lambda: s.stats("kraken")["sim_time_us"] > SIM_END + 60_000_000, 30, "simulated 12:11")
-        s.control("kraken", "/_sim/flush", {})
-        s.truth_path = tmp / "truth.csv"
-        s.rest_url = s.endpoints["kraken"]["rest"]
+    with history_sim(tmp_path_factory.mktemp("sim"), "kraken", SYMBOLS, rate=6000, seed=7) as s:
         yield s
-    finally:
-        s.stop()
 
 
 @pytest.fixture
 def store(tmp_path, monkeypatch, sim, clickhouse):
-    cfg = write_config(tmp_path / "marketdata.yaml", {"kraken": {
-        "symbols": SYMBOLS, "endpoints": "live", "rest_url": sim.rest_url, "ws_url": "ws://127.0.0.1:1"}})
-    monkeypatch.setenv("MARKETDATA_HOME", str(tmp_path / "home"))
-    monkeypatch.setenv("MARKETDATA_CLICKHOUSE_URL", clickhouse.url)
-    monkeypatch.setenv("MARKETDATA_CONFIG", str(cfg))
-    return clickhouse
-
-
-def stored_ticks(ch, start_us, end_us) -> dict:
-    rows = ch.rows("SELECT exchange, symbol, trade_id, ts_us, toString(close), toString(volume), side, source "
-                   "FROM marketdata.ticks FINAL WHERE ts_us >= {a:Int64} AND ts_us < {b:Int64}",
-                   {"a": start_us, "b": end_us})
-    out = {(r[0], r[1], r[2]): (r[3], Decimal(r[4]), Decimal(r[5]), r[6], r[7]) for r in rows}
-    assert len(out) == len(rows)
-    return out
-
-
-def merged_coverage(ch, symbol) -> list[tuple[int, int]]:
-    spans = sorted(ch.rows("SELECT from_us, to_us FROM marketdata.coverage FINAL WHERE symbol = {s:String}",
-                           {"s": symbol}))
-    out: list[list[int]] = []
-    for f, t in spans:
-        if out and f <= out[-1][1] + 1:
-            out[-1][1] = max(out[-1][1], t)
-        else:
-            out.append([f, t])
-    return [tuple(x) for x in out]
+    return history_store(tmp_path, monkeypatch, clickhouse, "kraken", SYMBOLS, sim.rest_url)
 
 
 def test_time_paged_history_loads_resumes_and_matches_ground_truth(store, sim):
@@ -99,27 +60,16 @@ def test_time_paged_history_loads_resumes_and_matches_ground_truth(store, sim):
     assert not second.gaps
     assert all(p.pages > (H12 - H10) // WINDOW for p in second.symbols)     # windows of several pages
 
-    got = stored_ticks(store, H10 - US_PER_HOUR, H12 + US_PER_HOUR)
-    want = {(ex, sym, tid): (ts, px, qty, side) for (ex, sym), trades in truth.items()
-            for tid, ts, px, qty, side in trades}
-    assert {k: v[:4] for k, v in got.items()} == want
-    assert {v[4] for v in got.values()} == {"backfill"}
+    assert stored_ticks(store, H10 - US_PER_HOUR, H12 + US_PER_HOUR) == truth_ticks(truth)
+    assert store.rows("SELECT DISTINCT source FROM marketdata.ticks FINAL") == [("backfill",)]
     for s in SYMBOLS:
         assert merged_coverage(store, s) == [(H10, H12 - 1)]
 
     rb = rebuild_hours(store, span_hours(H10, H12), None)
     assert sum(a.stored for a in rb.audits) == sum(a.expected for a in rb.audits) > 0
-    rows = store.rows("SELECT exchange, symbol, toUnixTimestamp(minute), open, high, low, close, volume, "
-                      "trade_count, complete FROM marketdata.bars_1m FINAL WHERE minute >= {a:DateTime} "
-                      "AND minute < {b:DateTime}", {"a": H10 // 1_000_000, "b": H12 // 1_000_000})
-    bars = {(r[0], r[1], r[2] * 1_000_000): r[3:] for r in rows}
-    expected = bars_from_truth(truth)
-    assert set(bars) == set(expected)
-    for k, (o, h, lo, c, v, n) in expected.items():
-        bo, bh, bl, bc, bv, bn, complete = bars[k]
-        assert (Decimal(str(bo)), Decimal(str(bh)), Decimal(str(bl)), Decimal(str(bc)), Decimal(str(bv)), bn) \
-            == (o, h, lo, c, v, n), k
-        assert complete == 1, k
+    got = bars(store, H10, H12)
+    assert {k: v[:6] for k, v in got.items()} == bars_from_truth(truth)
+    assert {v[6] for v in got.values()} == {1}
     audits = audit_hours(store, H10, H12, [("kraken", s) for s in SYMBOLS])
     assert len(audits) == 4 and all(a.passed for a in audits)
 

@@ -14,7 +14,7 @@ book feed (``AsyncVenueRest``), history loads and gap repairs outside an event l
   headers) when it reports one, so the live connectors sharing the IP keep their headroom.
 
 The loop is written once as a generator of steps (sleep this long / send this request); each
-client only carries the steps out, with its own clock and I/O.
+client only carries the steps out, with its own sleep and I/O.
 """
 
 from __future__ import annotations
@@ -101,8 +101,16 @@ def retry_rule(mod: ModuleType) -> RetryAfter:
     return getattr(mod, "RETRY_AFTER", DEFAULT_RETRY_AFTER)
 
 
-_SLEEP, _SEND = "sleep", "send"
+_SLEEP, _SEND, _DONE = "sleep", "send", "done"
 Step = Generator[tuple[str, Any], Any, Any]
+
+
+def _next(steps: Step, reply: Any) -> tuple[str, Any]:
+    """The call's next step, given the answer to the last one; (_DONE, body) at its end."""
+    try:
+        return steps.send(reply)
+    except StopIteration as done:
+        return _DONE, done.value
 
 
 class _Attempts:
@@ -181,21 +189,17 @@ class AsyncVenueRest(_Attempts):
     async def call(self, req: HttpRequest) -> Any:
         """One REST call; the decoded JSON body."""
         steps = self._steps(req)
-        reply = None
-        while True:
-            try:
-                op, arg = steps.send(reply)
-            except StopIteration as done:
-                return done.value
-            if op == _SLEEP:
-                reply = None
-                await asyncio.sleep(arg)
-                continue
-            try:
-                reply = await self.http.request(arg.method, arg.path, params=arg.params, json=arg.json,
-                                                headers=arg.headers)
-            except httpx.HTTPError as e:
-                reply = e
+        op, arg = next(steps)
+        while op != _DONE:
+            op, arg = _next(steps, await (asyncio.sleep(arg) if op == _SLEEP else self._send(arg)))
+        return arg
+
+    async def _send(self, req: HttpRequest) -> httpx.Response | httpx.HTTPError:
+        try:
+            return await self.http.request(req.method, req.path, params=req.params, json=req.json,
+                                           headers=req.headers)
+        except httpx.HTTPError as e:
+            return e
 
     async def drain(self, pager) -> Any:
         """Every page of ``pager`` (``marketdata.rest.pager``); the pager, finished."""
@@ -241,21 +245,16 @@ class VenueRest(_Attempts):
     def call(self, req: HttpRequest) -> Any:
         """One REST call; the decoded JSON body."""
         steps = self._steps(req)
-        reply = None
-        while True:
-            try:
-                op, arg = steps.send(reply)
-            except StopIteration as done:
-                return done.value
-            if op == _SLEEP:
-                reply = None
-                self._wait(arg)
-                continue
-            try:
-                reply = self.http.request(arg.method, arg.path, params=arg.params, json=arg.json,
-                                          headers=arg.headers)
-            except httpx.HTTPError as e:
-                reply = e
+        op, arg = next(steps)
+        while op != _DONE:
+            op, arg = _next(steps, self._wait(arg) if op == _SLEEP else self._send(arg))
+        return arg
+
+    def _send(self, req: HttpRequest) -> httpx.Response | httpx.HTTPError:
+        try:
+            return self.http.request(req.method, req.path, params=req.params, json=req.json, headers=req.headers)
+        except httpx.HTTPError as e:
+            return e
 
     def drain(self, pager) -> Any:
         """Every page of ``pager`` (``marketdata.rest.pager``); the pager, finished."""
