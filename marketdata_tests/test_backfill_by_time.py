@@ -10,6 +10,7 @@ a fresh embedded ClickHouse.
   ClickHouse cursor, and ends with ticks == ground truth, coverage over the range, and complete
   bars equal to bars computed from the ground truth; a second run skips the range;
 * a range reaching past our clock stops ``incomplete`` with coverage only up to it;
+* Bitfinex, Gate.io and Alpaca (each paging by time its own way) load two hours of their ground truth;
 * ``marketdata backfill`` loads Kraken (exit 0) and refuses Bybit naming why (exit 2), as the
   library does for every venue whose REST keeps only its latest trades.
 """
@@ -18,7 +19,8 @@ from __future__ import annotations
 
 import pytest
 
-from marketdata.backfill import BackfillError, load_history, parse_time_us, read_progress, rebuild_hours, span_hours
+from marketdata.backfill import (BackfillError, format_us, load_history, parse_time_us, read_progress, rebuild_hours,
+                                 span_hours)
 from marketdata.bars import audit_hours
 from marketdata.clock import US_PER_HOUR, US_PER_MINUTE, now_us
 
@@ -108,3 +110,31 @@ def test_cli_backfills_kraken_and_refuses_bybit(store, sim, capsys):
                  "--to", "2026-01-05T11:00Z"]) == 2
     err = capsys.readouterr().err
     assert "bybit cannot be backfilled from REST" in err and "last 60 trades" in err and "kraken" in err
+
+
+NYSE = parse_time_us("2026-01-05T14:30Z")        # Alpaca trades only in the session: 09:30 ET
+
+
+@pytest.mark.parametrize("venue,symbols,start", [("bitfinex", ["BTC-USD", "ETH-USD"], H10),
+                                                 ("gateio", ["BTC-USDT", "ETH-USDT"], H10),
+                                                 ("alpaca", ["AAPL-USD", "MSFT-USD"], NYSE)])
+def test_other_time_paged_venues_load_their_ground_truth(tmp_path_factory, tmp_path, monkeypatch, clickhouse,
+                                                         venue, symbols, start):
+    """Bitfinex (trades/hist, oldest first, a ms cursor), Gate.io (spot/trades, newest first, a
+    seconds cursor walking back) and Alpaca (page tokens) page by time differently; each loads
+    two hours of its ground truth."""
+    end = start + 2 * US_PER_HOUR
+    extra: tuple[str, ...] = ()
+    if venue == "alpaca":       # its REST wants keys: the simulator's, from the environment
+        monkeypatch.setenv("APCA_API_KEY_ID", "PKTEST1234")
+        monkeypatch.setenv("APCA_API_SECRET_KEY", "s3cr3t")
+        extra = ("--venue-option", "alpaca.key=PKTEST1234", "--venue-option", "alpaca.secret=s3cr3t")
+    with history_sim(tmp_path_factory.mktemp(venue), venue, symbols, rate=3000, seed=9, extra=extra,
+                     start=format_us(start - 5 * US_PER_MINUTE), end=format_us(end + 10 * US_PER_MINUTE)) as s:
+        store = history_store(tmp_path, monkeypatch, clickhouse, venue, symbols, s.rest_url)
+        res = load_history(store, venue, symbols, start, end, rest_url=s.rest_url)
+        truth = read_truth(s.truth_path, start, end)
+    assert res.done and not res.gaps and res.trades == sum(len(v) for v in truth.values()) > 1000
+    assert stored_ticks(store, start - US_PER_HOUR, end + US_PER_HOUR) == truth_ticks(truth)
+    for sym in symbols:
+        assert merged_coverage(store, sym) == [(start, end - 1)]
