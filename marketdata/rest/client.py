@@ -179,6 +179,7 @@ class _Attempts:
         raise RestError(f"{self.venue} {self.label} {req.path} failed {self.attempts} times: {last}",
                         unreachable=True)
 
+
 class AsyncVenueRest(_Attempts):
     """A venue's REST inside an event loop (connector, book feed); a stop cancels the call."""
 

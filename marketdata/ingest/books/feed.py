@@ -14,7 +14,6 @@ import time
 from types import ModuleType
 
 import httpx
-import orjson
 import websockets
 
 from ...clock import now_us
