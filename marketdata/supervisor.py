@@ -30,7 +30,7 @@ from .bars.coverage import first_coverage_us
 from .clock import hour_key, now_us
 from .config import Config, ConfigError, load_config, simulator_endpoints_file
 from .datadir_lock import DataDirLock, DataDirLocked
-from .ingest.backoff import Backoff
+from .backoff import Backoff
 from .procs import default_signals
 from .simulator.clock import parse_time_us
 from .storage.clickhouse import ClickHouse, LocalClickHouse, wait_ready

@@ -37,6 +37,7 @@ import httpx
 
 from .. import venues as venue_registry
 from ..clock import US_PER_HOUR, US_PER_MINUTE, iso_minute
+from ..rest.client import retry_rule
 from .universe import Pair, normalize_pairs, pair_key, pairs_param
 from ..settings import env_number
 
@@ -227,7 +228,7 @@ def _get(mod: ModuleType, http: httpx.Client, req, attempts: int) -> Any:
         except httpx.HTTPError as e:
             last = f"{type(e).__name__}: {e}"
         else:
-            wait = mod.retry_after(r.status_code, r.headers) if hasattr(mod, "retry_after") else None
+            wait = retry_rule(mod).wait_s(r.status_code, r.headers)
             if wait is not None:
                 last = f"HTTP {r.status_code} (rate limited)"
                 if wait > 30:

@@ -25,7 +25,7 @@ from ..coverage import Coverage
 from ..gap import Gap
 from ..stream import STREAMS_SET, encode_entry, sequence_key, stream_key
 from ..tick import Tick
-from .backoff import Backoff
+from ..backoff import Backoff
 from .replica_wait import ReplicaWait, execute_flush
 
 log = logging.getLogger("marketdata.ingest.publisher")

@@ -34,6 +34,7 @@ import orjson
 from ..tick import Tick
 from .base import (Ack, HttpRequest, Ignored, Instrument, MalformedFrame, UnknownSymbol, Unrecognised,
                    VenueError, reject_unknown_options, trade_tick)
+from .retry_after import RetryAfter
 
 NAME = "alpaca"
 LIVE_WS_URL = "wss://stream.data.alpaca.markets"
@@ -49,6 +50,8 @@ SEQUENTIAL_IDS = False      # ids are the reporting venue's, not +1 per trade
 REPAIR_BY = "time"
 REPAIR_PAGE = 10000
 LATENESS_US = 2_000_000
+BACKFILL_BY = "time"               # stocks/{sym}/trades?start&end&page_token
+RETRY_AFTER = RetryAfter(default_s=3.0)
 CANDLES_HAVE_TRADE_COUNT = True
 
 FEEDS = ("iex", "sip", "delayed_sip", "test")
@@ -249,15 +252,6 @@ def parse_history_page(body: Any, symbol: str, recv_us: int, options: dict, star
     except (KeyError, TypeError) as ex:
         raise MalformedFrame(f"alpaca trade row lacks {ex}") from None
     return ticks, body.get("next_page_token") or None, True
-
-
-def retry_after(status: int, headers: dict) -> float | None:
-    if status == 429:
-        try:
-            return float(headers.get("retry-after") or 3.0)
-        except ValueError:
-            return 3.0
-    return None
 
 
 # --- candles (reconciliation) --------------------------------------------------------------------

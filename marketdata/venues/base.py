@@ -213,7 +213,10 @@ def int_field(v: Any, what: str) -> int:
 #   connect_url(base, venue_symbols, options), subscribe_messages(venue_symbols, options),
 #   Parser(symbols_by_venue_symbol, options).parse(frame, recv_us) -> list[Event]  (one per link:
 #       per-connection state such as channel ids lives in the parser),
-#   retry_after(status, headers), to_venue_symbol(symbol), candles_request/parse_candles.
+#   RETRY_AFTER (venues/retry_after.py; where the venue's 429 differs), to_venue_symbol(symbol),
+#   candles_request/parse_candles.
+#   BACKFILL_BY           "id" (first_id_request/first_id_at + by id), "time" (history_by_time_request),
+#                         or None with NO_BACKFILL, the reason (historical backfill, backfill/history.py)
 #   Links that need a session (KuCoin bullet token): session_request(options) -> HttpRequest,
 #       parse_session(body) -> session (given to connect_url and keepalive), session_ttl(session,
 #       options) -> s; the runtime fetches one per link and rotates make-before-break at 80 % of it.

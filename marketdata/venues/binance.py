@@ -25,6 +25,7 @@ import orjson
 from ..tick import Tick
 from .base import (Ack, HttpRequest, Instrument, MalformedFrame, Reconnect, UnknownSymbol, Unrecognised, VenueError,
                    int_field, json_object, reject_unknown_options, trade_tick)
+from .retry_after import RetryAfter
 
 NAME = "binance"
 LIVE_WS_URL = "wss://stream.binance.com:9443"
@@ -37,6 +38,8 @@ REPAIR_PAGE = 1000
 MAX_STREAMS_PER_CONNECTION = 1024
 # How late a trade may arrive after its venue timestamp: bounds what we vouch for while idle.
 LATENESS_US = 2_000_000
+BACKFILL_BY = "id"                 # aggTrades?startTime finds the first id; historicalTrades pages by id
+RETRY_AFTER = RetryAfter(statuses=(429, 418))   # 418: an IP ban for ignoring 429s, as long as Retry-After says
 
 OPTIONS = {"trade_stream": ("trade", "aggTrade")}
 
@@ -219,16 +222,6 @@ def parse_history(body: Any, symbol: str, recv_us: int, options: dict) -> list[T
             out.append(Tick(NAME, symbol, r["time"] * 1000, p, p, p, p, r["qty"], 1,
                             "sell" if r["isBuyerMaker"] else "buy", str(r["id"]), recv_us, "rest"))
     return out
-
-
-def retry_after(status: int, headers: dict) -> float | None:
-    """Seconds to wait before the next REST call, when the venue says so (429/418)."""
-    if status in (429, 418):
-        try:
-            return float(headers.get("retry-after") or headers.get("Retry-After") or 1.0)
-        except ValueError:
-            return 1.0
-    return None
 
 
 # --- candles (reconciliation) ----------------------------------------------------------------

@@ -117,4 +117,4 @@ def parse_snapshot(body: Any, symbol: str, recv_us: int) -> BookSnapshot:
         raise MalformedFrame(f"depth snapshot lacks or mistypes field {ex}") from None
 
 
-retry_after = trade_venue.retry_after
+RETRY_AFTER = trade_venue.RETRY_AFTER

@@ -35,6 +35,7 @@ import orjson
 from ..tick import Tick
 from .base import (Ack, HttpRequest, Ignored, Instrument, MalformedFrame, Pause, Reconnect, Replay,
                    UnknownSymbol, Unrecognised, VenueError, reject_unknown_options, trade_tick)
+from .retry_after import RetryAfter
 
 NAME = "bitfinex"
 LIVE_WS_URL = "wss://api-pub.bitfinex.com"
@@ -46,6 +47,8 @@ SEQUENTIAL_IDS = False        # platform-wide ids: holes are spans of time
 REPAIR_BY = "time"
 REPAIR_PAGE = 10_000
 LATENESS_US = 2_000_000
+BACKFILL_BY = "time"               # trades/hist?start&end&sort=1
+RETRY_AFTER = RetryAfter(default_s=60.0)        # a rate block lasts about 60 s
 MAX_CHANNELS_PER_CONNECTION = 25
 SEQ_ALL = 65536
 
@@ -268,15 +271,6 @@ def parse_history_page(body: Any, symbol: str, recv_us: int, options: dict, star
         return ticks, None, False      # a whole page in one ms: paging by time cannot get past it
     # The next page starts at the last ms again (inclusive): its repeats are de-duplicated by id.
     return ticks, last_ms, True
-
-
-def retry_after(status: int, headers: dict) -> float | None:
-    if status == 429:
-        try:
-            return float(headers.get("retry-after") or 60.0)
-        except ValueError:
-            return 60.0
-    return None
 
 
 # --- candles (reconciliation) --------------------------------------------------------------------

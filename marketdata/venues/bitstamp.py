@@ -37,6 +37,8 @@ MAX_LIFETIME = 0             # the 90-day age limit ends in a close we survive l
 SEQUENTIAL_IDS = False
 REPAIR_BY = None
 LATENESS_US = 2_000_000
+BACKFILL_BY = None
+NO_BACKFILL = "its REST returns only the last minute, hour or day of trades (transactions?time=)"
 
 _SIDES = ("buy", "sell")
 # control events: heartbeat replies, unsubscription acks, the greeting
@@ -126,15 +128,6 @@ class Parser:
         if isinstance(event, str):
             return [Unrecognised(f"event {event[:40]}", "an event this parser does not read")]
         raise MalformedFrame("frame has no event")
-
-
-def retry_after(status: int, headers: dict) -> float | None:
-    if status == 429:
-        try:
-            return float(headers.get("retry-after") or 1.0)
-        except ValueError:
-            return 1.0
-    return None
 
 
 # --- candles (reconciliation) --------------------------------------------------------------------

@@ -27,6 +27,7 @@ import orjson
 from ..tick import Tick
 from .base import (Ack, HttpRequest, Ignored, Instrument, MalformedFrame, UnknownSymbol, Unrecognised,
                    VenueError, int_field, json_object, reject_unknown_options, trade_tick)
+from .retry_after import RetryAfter
 
 NAME = "bybit"
 LIVE_WS_URL = "wss://stream.bybit.com"
@@ -40,6 +41,9 @@ REPAIR_BY = "time"
 RECENT_LIMIT = 60            # spot recent-trade maximum
 MAX_ARGS = 10                # spot args per subscribe request
 LATENESS_US = 2_000_000
+BACKFILL_BY = None
+NO_BACKFILL = "its spot REST returns only the last 60 trades (recent-trade has no time or id parameter)"
+RETRY_AFTER = RetryAfter(statuses=(403, 429))     # 403: the IP rate block
 
 OPTIONS = {"ping_interval": "seconds between our op pings (default 20)"}
 
@@ -171,15 +175,6 @@ def parse_history_page(body: Any, symbol: str, recv_us: int, options: dict, star
     if end_us is not None:
         ticks = [t for t in ticks if t.ts_us <= end_us]
     return ticks, None, complete
-
-
-def retry_after(status: int, headers: dict) -> float | None:
-    if status in (403, 429):
-        try:
-            return float(headers.get("retry-after") or 1.0)
-        except ValueError:
-            return 1.0
-    return None
 
 
 # --- candles (reconciliation) -------------------------------------------------------------------------

@@ -42,6 +42,9 @@ SEQUENTIAL_IDS = True
 REPAIR_BY = "id"
 REPAIR_PAGE = 1000
 LATENESS_US = 2_000_000
+BACKFILL_BY = None
+NO_BACKFILL = ("its REST pages trades only by trade id (trades?after=) and has no way to find the "
+               "id at a time")
 CANDLES_HAVE_TRADE_COUNT = False
 SUBSCRIBE_ID = "subscribe"   # the venue's ack has no request id: one subscribe, one ack
 
@@ -167,15 +170,6 @@ def parse_history(body: Any, symbol: str, recv_us: int, options: dict) -> list[T
         raise MalformedFrame(f"coinbase trade row lacks or mistypes field {ex}") from None
     out.sort(key=lambda t: int(t.trade_id))
     return out
-
-
-def retry_after(status: int, headers: dict) -> float | None:
-    if status == 429:
-        try:
-            return float(headers.get("retry-after") or 1.0)
-        except ValueError:
-            return 1.0
-    return None
 
 
 # --- candles (reconciliation) --------------------------------------------------------------------

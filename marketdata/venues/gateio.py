@@ -44,6 +44,7 @@ SEQUENTIAL_IDS = True        # on id_market
 REPAIR_BY = "id"
 REPAIR_PAGE = 1000
 LATENESS_US = 2_000_000
+BACKFILL_BY = "time"               # spot/trades?from&to
 
 OPTIONS = {"ping_interval": "seconds between our spot.ping requests (default 10)"}
 
@@ -239,15 +240,6 @@ def parse_history_page(body: Any, symbol: str, recv_us: int, options: dict, star
     if oldest >= newest:
         return inside, None, False      # a whole page in one second: paging by time cannot get past it
     return inside, oldest, True
-
-
-def retry_after(status: int, headers: dict) -> float | None:
-    if status == 429:
-        try:
-            return float(headers.get("retry-after") or 1.0)
-        except ValueError:
-            return 1.0
-    return None
 
 
 # --- candles (reconciliation) --------------------------------------------------------------------

@@ -50,6 +50,7 @@ IDLE_TIMEOUT = 10.0          # heartbeats come ~1/s on a quiet link: 10 s of not
 KEEPALIVE_INTERVAL = 15.0
 MAX_LIFETIME = 0
 LATENESS_US = 2_000_000
+BACKFILL_BY = "time"               # Trades?since pages its whole history
 # Module defaults are the default protocol's (v2); `sequence_rules(options)` gives the per-protocol ones.
 SEQUENTIAL_IDS = True
 REPAIR_BY = "time"
@@ -435,15 +436,6 @@ def parse_history_page(body: Any, symbol: str, recv_us: int, options: dict, star
         out = [t for t in out if t.ts_us < cut]
         last = cut * 1000 - 1
     return out, (str(last) if more else None), True
-
-
-def retry_after(status: int, headers: dict) -> float | None:
-    if status == 429:
-        try:
-            return float(headers.get("retry-after") or headers.get("Retry-After") or 1.0)
-        except ValueError:
-            return 1.0
-    return None
 
 
 # --- candles (reconciliation) --------------------------------------------------------------------

@@ -19,11 +19,13 @@ from typing import Any
 import orjson
 
 from .base import Ack, HttpRequest, Ignored, MalformedFrame, Reconnect, UnknownSymbol, VenueError
+from .retry_after import RetryAfter
 from .kraken import BOOK_DEPTHS
 from ..ingest.books.local import ASK, BID, LocalBook
 from ..ingest.books.sync import BookDelta, BookSnapshot
 
 NAME = "kraken"
+RETRY_AFTER = RetryAfter(header=None)         # books wait 1 s on a 429, whatever the header says
 SNAPSHOT_FROM = "ws"
 # Default view 10 = the checksummed levels: then every lost update fails the next checksum. With a
 # deeper view (option book_depth: 25 | 100 | 500 | 1000) a lost change below the top 10 is only
@@ -57,10 +59,6 @@ def parse_instruments(body: Any) -> dict[str, str]:
         base, _, quote = ws.partition("/")
         out[f"{_ASSET_ALIASES.get(base, base)}-{_ASSET_ALIASES.get(quote, quote)}"] = ws
     return out
-
-
-def retry_after(status: int, headers: dict) -> float | None:
-    return 1.0 if status == 429 else None
 
 
 # --- sequencing rule and checksum ------------------------------------------------------------

@@ -43,6 +43,8 @@ SEQUENTIAL_IDS = False       # tradeId == the shared matching-engine sequence: i
 REPAIR_BY = "time"
 HISTORY_LIMIT = 100          # histories returns the last 100 trades, no more, no paging
 LATENESS_US = 2_000_000
+BACKFILL_BY = None
+NO_BACKFILL = "its REST returns only the last 100 trades (market/histories has no time or id parameter)"
 MAX_TOPICS_PER_MESSAGE = 100
 DEFAULT_TOKEN_TTL = 20 * 3600.0    # the venue's 24 h, less a margin: we rotate at 80 % of it
 SUCCESS = "200000"
@@ -217,16 +219,6 @@ def parse_history_page(body: Any, symbol: str, recv_us: int, options: dict, star
     complete = len(ticks) < HISTORY_LIMIT or (bool(ticks) and ticks[0].ts_us < start_us)
     ticks = [t for t in ticks if t.ts_us >= start_us and (end_us is None or t.ts_us <= end_us)]
     return ticks, None, complete
-
-
-def retry_after(status: int, headers: dict) -> float | None:
-    """429 (429000 overloaded, or Cloudflare's 1015 IP limit, which blocks for 30 s)."""
-    if status == 429:
-        try:
-            return float(headers.get("retry-after") or headers.get("Retry-After") or 1.0)
-        except ValueError:
-            return 1.0
-    return None
 
 
 # --- candles (reconciliation) ----------------------------------------------------------------------

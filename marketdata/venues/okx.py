@@ -40,6 +40,9 @@ ID_SPAN_IS_COUNT = True      # a tick covers `count` consecutive ids ending at t
 REPAIR_BY = "id"
 REPAIR_PAGE = 100
 LATENESS_US = 2_000_000
+BACKFILL_BY = None
+NO_BACKFILL = ("the okx module pages history-trades only by trade id and has no way to find the id "
+               "at a time (history-trades?type=2 by timestamp is not implemented here)")
 
 OPTIONS = {"ping_interval": "seconds between our text pings (default 15; must stay under the venue's 30 s)",
            "channel": "trades (default: one message per taker order, on /ws/v5/public) or trades-all "
@@ -166,16 +169,6 @@ def parse_history(body: Any, symbol: str, recv_us: int, options: dict) -> list[T
     return out
 
 
-
-def retry_after(status: int, headers: dict) -> float | None:
-    if status == 429:
-        try:
-            return float(headers.get("retry-after") or 1.0)
-        except ValueError:
-            return 1.0
-    return None
-
-
 # --- candles (reconciliation) --------------------------------------------------------------------
 
 def candles_request(venue_symbol: str, start_ms: int, end_ms: int) -> HttpRequest:
@@ -188,4 +181,3 @@ def candles_request(venue_symbol: str, start_ms: int, end_ms: int) -> HttpReques
 def parse_candles(body: Any) -> list[dict]:
     return sorted(({"minute_us": int(r[0]) * 1000, "open": r[1], "high": r[2], "low": r[3], "close": r[4],
                     "volume": r[5], "trade_count": None} for r in _data(body)), key=lambda c: c["minute_us"])
-

@@ -31,7 +31,6 @@ IDLE_TIMEOUT = 25.0
 KEEPALIVE_INTERVAL = 15.0        # OKX drops a link that sent no text frame for 30 s
 
 instruments_request = trade_venue.instruments_request
-retry_after = getattr(trade_venue, "retry_after", None)
 
 
 def parse_instruments(body: Any) -> dict[str, str]:
