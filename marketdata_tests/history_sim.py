@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 
-from marketdata.backfill import parse_time_us
+from marketdata.clock import parse_time_us
 
 from .harness import SimProc, platform_env, wait_for, write_config
 

@@ -27,7 +27,6 @@ import pytest
 
 from marketdata.backfill import (find_repairable_gaps, load_history, read_progress,
                                  rebuild_hours, span_hours)
-from marketdata.clock import parse_time_us
 from marketdata.bars import audit_hours
 from marketdata.clock import US_PER_HOUR, US_PER_MINUTE, now_us, parse_time_us
 from marketdata.persist.rows import COVERAGE_COLUMNS, GAP_COLUMNS, TICK_COLUMNS

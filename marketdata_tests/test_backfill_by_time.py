@@ -19,8 +19,8 @@ from __future__ import annotations
 
 import pytest
 
-from marketdata.backfill import (BackfillError, format_us, load_history, parse_time_us, read_progress, rebuild_hours,
-                                 span_hours)
+from marketdata.backfill import BackfillError, load_history, read_progress, rebuild_hours, span_hours
+from marketdata.clock import format_us, parse_time_us
 from marketdata.bars import audit_hours
 from marketdata.clock import US_PER_HOUR, US_PER_MINUTE, now_us
 
