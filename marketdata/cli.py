@@ -175,15 +175,15 @@ def _main(argv: list[str]) -> int:
         return _clickhouse(rest)
     if cmd == "bench":
         if "--bars" in rest:
-            from .backfill.bench import main as bars_bench_main
+            from .bench.backfill import main as bars_bench_main
             return bars_bench_main(rest)
         if "--read" in rest:
-            from .read.bench import main as read_bench_main
+            from .bench.read import main as read_bench_main
             return read_bench_main(rest)
         if "--books" in rest:
-            from .ingest.books.bench import main as books_bench_main
+            from .bench.books import main as books_bench_main
             return books_bench_main([a for a in rest if a != "--books"])
-        from .bench import main as bench_main
+        from .bench.platform import main as bench_main
         return bench_main(rest)
     if cmd == "backfill":
         from .backfill.cli import main as backfill_main

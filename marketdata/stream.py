@@ -7,11 +7,12 @@ Entry format, version 1 (all field values are bytes):
 
     v   b"1"
     x   exchange                     s   canonical symbol
-    t   (optional) ticks: orjson array of rows
+    t   (optional) ticks: orjson array of rows (``TICKS_FIELD``; the row layout is ``TICK_ROW``)
         [ts_us, open, high, low, close, volume, trade_count, side, trade_id, recv_us, source, event]
     c   (optional) coverage mark: orjson [from_us, to_us, source]; "every trade of this symbol with
         ts in [from_us, to_us] has been published" -- in this entry or an earlier one of the stream
-    g   (optional) gaps: orjson array of gap records (see ``Gap``)
+        (``marketdata.coverage.Coverage``, before encoding and after decoding)
+    g   (optional) gaps: orjson array of gap records (see ``marketdata.gap.Gap``)
 
 A connector writes one entry per stream per flush: its batch of ticks, then (in the same entry)
 the coverage mark that vouches for them. Readers must ignore fields they do not know, and refuse
@@ -20,17 +21,26 @@ entries whose version they do not know, rather than guess.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, asdict
+from dataclasses import dataclass, field
 from typing import Iterable, Mapping
 
 import orjson
 
+from .coverage import Coverage
+from .gap import Gap
 from .tick import Tick
 
 ENTRY_VERSION = b"1"
 PERSIST_GROUP = "persist"
 STREAMS_SET = "md:streams"          # every stream a connector has written, for consumers to find
 QUOTE_STREAMS_SET = "md:quote-streams"   # every quotes stream, kept apart so tick readers never see one
+
+# The ticks field and its row layout: the names of ``Tick``'s fields in the order a row holds them
+# (exchange and symbol are the entry's). Readers that skip ``decode_entry`` (the persist worker)
+# take the layout from here; ``test_stream_layout`` checks that the encoder writes it.
+TICKS_FIELD = b"t"
+TICK_ROW = ("ts_us", "open", "high", "low", "close", "volume", "trade_count", "side", "trade_id",
+            "recv_us", "source", "event")
 
 
 def stream_key(exchange: str, symbol: str) -> str:
@@ -63,37 +73,6 @@ def parse_stream_key(key: str | bytes) -> tuple[str, str]:
     inner = key[key.index("{") + 1:key.index("}")]
     exchange, _, symbol = inner.partition(":")
     return exchange, symbol
-
-
-@dataclass(slots=True)
-class Coverage:
-    exchange: str
-    symbol: str
-    from_us: int
-    to_us: int
-    source: str = "ws"
-
-
-@dataclass(slots=True)
-class Gap:
-    """A detected hole in a symbol's tape, and what became of it."""
-    exchange: str
-    symbol: str
-    gap_id: str               # stable per hole, so status updates replace the earlier record
-    from_us: int              # time bounds of the hole (exclusive of the trades around it)
-    to_us: int
-    from_id: str = ""         # first missing trade id, where ids are sequential
-    to_id: str = ""           # last missing trade id
-    found_by: str = ""        # id_jump | reconnect | restart | heartbeat | ...
-    status: str = "open"      # open | repaired | unrepairable
-    repaired_by: str = ""     # rest_by_id | rest_by_time | redundant | ...
-    recovered: int = 0        # trades recovered by the repair
-    detected_us: int = 0
-    updated_us: int = 0
-    detail: str = ""
-
-    def as_dict(self) -> dict:
-        return asdict(self)
 
 
 @dataclass(slots=True)
@@ -150,14 +129,14 @@ def decode_entry(fields: Mapping) -> Entry:
     exchange = exchange.decode() if isinstance(exchange, bytes) else exchange
     symbol = symbol.decode() if isinstance(symbol, bytes) else symbol
     entry = Entry(exchange, symbol)
-    raw = _get(fields, b"t")
+    raw = _get(fields, TICKS_FIELD)
     if raw:
         entry.ticks = [Tick(exchange, symbol, r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8],
                             r[9], r[10], r[11]) for r in orjson.loads(raw)]
     raw = _get(fields, b"c")
     if raw:
         f, t, src = orjson.loads(raw)
-        entry.coverage = Coverage(exchange, symbol, f, t, src)
+        entry.coverage = Coverage(f, t, src)
     raw = _get(fields, b"g")
     if raw:
         entry.gaps = [Gap(**g) for g in orjson.loads(raw)]

@@ -26,14 +26,12 @@ from pathlib import Path
 import orjson
 
 from . import settings
-from .bars.audit import hour_key_us
 from .bars.coverage import first_coverage_us
-from .bars.watermark import floor_hour
-from .clock import now_us
+from .clock import hour_key, now_us
 from .config import Config, load_config, simulator_endpoints_file
 from .errors import ConfigError
 from .datadir_lock import DataDirLock, DataDirLocked
-from .ingest.backoff import Backoff
+from .backoff import Backoff
 from .procs import default_signals
 from .simulator.clock import parse_time_us
 from .storage.clickhouse import ClickHouse, LocalClickHouse, wait_ready
@@ -406,7 +404,7 @@ def bars_start_key(first_coverage: int | None, simulator_start: str | None = Non
         begins = min(begins, parse_time_us(simulator_start))
     if first_coverage is not None:
         begins = min(begins, first_coverage)
-    return hour_key_us(floor_hour(begins))
+    return hour_key(begins)
 
 
 def up(config_path: str | None, *, dagster: bool = True, dagster_port: int = 3000,

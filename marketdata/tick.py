@@ -3,6 +3,9 @@
 Prices and quantities stay decimal *text* exactly as the venue sent them: parsing them into
 floats would round, and parsing into Decimal on the hot path costs more than ClickHouse does
 when it reads the text into its Decimal columns.
+
+What else is said about a symbol's tape lives beside it: ``marketdata.coverage.Coverage`` (a
+span whose every trade is published) and ``marketdata.gap.Gap`` (a hole, and its repair).
 """
 
 from __future__ import annotations

@@ -25,51 +25,33 @@ from decimal import Decimal
 import dagster as dg
 import pytest
 
-from marketdata.backfill import (WeightBudget, find_repairable_gaps, load_history,
-                                 parse_time_us, read_progress, rebuild_hours, span_hours)
-from marketdata.backfill.rest import RestError, VenueRest
+from marketdata.backfill import (find_repairable_gaps, load_history, read_progress,
+                                 rebuild_hours, span_hours)
 from marketdata.bars import audit_hours
-from marketdata.clock import US_PER_HOUR, US_PER_MINUTE, now_us
+from marketdata.clock import US_PER_HOUR, US_PER_MINUTE, now_us, parse_time_us
 from marketdata.persist.rows import COVERAGE_COLUMNS, GAP_COLUMNS, TICK_COLUMNS
+from marketdata.rest.client import RestError, VenueRest, WeightBudget
 
-from .harness import SimProc, platform_env, wait_for, write_config
+from .history_sim import SIM_END, history_sim, history_store
 from .pipeline import bars_from_truth, read_truth
 
 H10 = parse_time_us("2026-01-05T10:00Z")
 H11 = H10 + US_PER_HOUR
 H12 = H10 + 2 * US_PER_HOUR
-SIM_END = parse_time_us("2026-01-05T12:10Z")
 SYMBOLS = ["BTC-USDT", "ETH-USDT"]
 CHECK_KEY = dg.AssetCheckKey(dg.AssetKey("bars_1m"), "bars_1m_complete")
 
 
 @pytest.fixture(scope="module")
 def sim(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("sim")
-    env = platform_env(tmp, "redis://127.0.0.1:1/0", "http://127.0.0.1:9")
-    s = SimProc(["simulate", "--venues", "binance", "--symbols", ",".join(SYMBOLS), "--rate", "2000",
-                 "--seed", "5", "--start", "2026-01-05T09:55:00Z", "--end", "2026-01-05T12:10:00Z",
-                 "--speed", "3600", "--ground-truth", str(tmp / "truth.csv")], env, tmp)
-    try:
-        wait_for(lambda: s.stats("binance")["sim_time_us"] > SIM_END + 60_000_000, 30, "simulated 12:11")
-        s.control("binance", "/_sim/flush", {})
-        s.truth_path = tmp / "truth.csv"
-        s.rest_url = s.endpoints["binance"]["rest"]
+    with history_sim(tmp_path_factory.mktemp("sim"), "binance", SYMBOLS, rate=2000, seed=5) as s:
         yield s
-    finally:
-        s.stop()
 
 
 @pytest.fixture
 def store(tmp_path, monkeypatch, sim, clickhouse):
     """A fresh store and a config naming the simulator, via the deployment's env vars."""
-    url = clickhouse.url
-    cfg = write_config(tmp_path / "marketdata.yaml", {"binance": {
-        "symbols": SYMBOLS, "endpoints": "live", "rest_url": sim.rest_url, "ws_url": "ws://127.0.0.1:1"}})
-    monkeypatch.setenv("MARKETDATA_HOME", str(tmp_path / "home"))
-    monkeypatch.setenv("MARKETDATA_CLICKHOUSE_URL", url)
-    monkeypatch.setenv("MARKETDATA_CONFIG", str(cfg))
-    return clickhouse
+    return history_store(tmp_path, monkeypatch, clickhouse, "binance", SYMBOLS, sim.rest_url)
 
 
 def stored_ticks(ch, start_us, end_us) -> dict:

@@ -402,7 +402,7 @@ def test_persist_stores_quote_entries_once_and_dead_letters_bad_ones(redis_serve
     """Quote streams are read with the tick streams; rows go in once (a re-delivered entry is
     deduplicated), an entry that does not decode goes to the dead letter stream, and everything
     is acked only after ClickHouse committed."""
-    from marketdata.persist.worker import DEADLETTER_STREAM, PersistWorker
+    from marketdata.persist import DEADLETTER_STREAM, PersistWorker
     from marketdata.stream import PERSIST_GROUP
     r = client(redis_server.url)
     key = quotes_key("kraken", "BTC-USD")

@@ -23,7 +23,8 @@ from marketdata.backfill.coverage_holes import FOUND_BY, find_coverage_holes, fi
 from marketdata.bars.coverage import merged_intervals
 from marketdata.clock import US_PER_HOUR, US_PER_MINUTE
 from marketdata.config import load_config
-from marketdata.stream import PERSIST_GROUP, Gap, stream_key
+from marketdata.gap import Gap
+from marketdata.stream import PERSIST_GROUP, stream_key
 
 from .harness import Proc, wait_for
 from .pipeline import HOUR, HOUR_END, check_bars, check_ticks, pipeline_factory  # noqa: F401

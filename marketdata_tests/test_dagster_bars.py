@@ -13,7 +13,8 @@ import pytest
 from marketdata.definitions import defs
 from marketdata.defs.bars.assets import bars_1m
 from marketdata.defs.bars.checks import bars_1m_complete
-from marketdata.defs.partitions import hour_key, hourly_partitions
+from marketdata.clock import hour_key
+from marketdata.defs.partitions import hourly_partitions
 
 M = 60_000_000
 H_US = 3_600_000_000

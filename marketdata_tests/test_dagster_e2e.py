@@ -31,7 +31,7 @@ import pytest
 import yaml
 
 from marketdata.clock import US_PER_HOUR, US_PER_MINUTE
-from marketdata.dagster_service import DagsterService
+from marketdata.bench.dagster_service import DagsterService
 from marketdata.persist.rows import COVERAGE_COLUMNS, TICK_COLUMNS
 from marketdata.storage.clickhouse import ClickHouse
 

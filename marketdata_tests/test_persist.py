@@ -20,12 +20,13 @@ from pathlib import Path
 import orjson
 import pytest
 
+from marketdata.gap import Gap
 from marketdata.persist import DEADLETTER_STREAM, PersistWorker
 from marketdata.persist import rows as R
 from marketdata.procs import default_signals
 from marketdata.storage.clickhouse import LocalClickHouse
 from marketdata.storage.redis import client
-from marketdata.stream import PERSIST_GROUP, STREAMS_SET, Gap, encode_entry, health_key, stream_key
+from marketdata.stream import PERSIST_GROUP, STREAMS_SET, encode_entry, health_key, stream_key
 from marketdata.tick import Tick
 
 from .harness import fresh_store, wait_for

@@ -29,7 +29,7 @@ import yaml
 from marketdata.clock import US_PER_MINUTE
 from marketdata.config import load_config
 from marketdata.errors import ConfigError
-from marketdata.dagster_service import DagsterService
+from marketdata.bench.dagster_service import DagsterService
 from marketdata.procs import default_signals
 from marketdata.storage.redis import free_port
 from marketdata.stream import health_key

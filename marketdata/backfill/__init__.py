@@ -4,25 +4,22 @@
     repair.find_repairable_gaps(ch, ...) / repair.repair_gaps(ch, gaps, venues) gap repair
     coverage_holes.record_coverage_holes(ch, ...)  unexplained coverage holes -> gap rows (repaired by the above)
     rebuild.rebuild_hours(ch, hours)                                           bars after either
-    rest.VenueRest                       sync REST client: Retry-After, backoff, weight budget
     store                                ticks / coverage / gaps / progress / attempts writes
     cli.main(argv)                       `marketdata backfill` (progress bar)
-    bench.main(argv)                     `marketdata bench --bars` (30-day bars backfill through Dagster)
 
 The Dagster definitions that call these are in ``marketdata.defs.backfill`` (historical_backfill)
-and ``marketdata.defs.repair`` (gap_repair sensor, gap_repair_job).
+and ``marketdata.defs.repair`` (gap_repair sensor, gap_repair_job). REST calls and history pages: ``marketdata.rest``.
 """
 
 from .coverage_holes import find_coverage_holes, record_coverage_holes
-from .history import BackfillError, HistoryResult, format_us, load_history, parse_time_us
+from .history import BackfillError, HistoryResult, load_history
 from .rebuild import RebuildResult, hour_ranges, rebuild_hours, span_hours
 from .repair import GapOutcome, RepairReport, find_repairable_gaps, gap_counts, repair_gap, repair_gaps
-from .rest import RestError, VenueRest, WeightBudget
 from .store import Progress, list_progress, read_progress
 
 __all__ = [
     "BackfillError", "GapOutcome", "HistoryResult", "Progress", "RebuildResult", "RepairReport",
-    "RestError", "VenueRest", "WeightBudget", "find_repairable_gaps", "format_us", "gap_counts",
-    "hour_ranges", "list_progress", "load_history", "parse_time_us", "read_progress", "rebuild_hours",
+    "find_repairable_gaps", "gap_counts",
+    "hour_ranges", "list_progress", "load_history", "read_progress", "rebuild_hours",
     "repair_gap", "repair_gaps", "span_hours", "find_coverage_holes", "record_coverage_holes",
 ]

@@ -5,7 +5,8 @@ progress bar, then rebuild bars_1m over the range.
         --from 2026-01-05T10:00Z --to 2026-01-05T12:00Z
     marketdata backfill --status                       # every backfill cursor
 
-Resumable: interrupt it (Ctrl-C) or let it fail, run the same command again, and it continues
+Venues whose REST pages its trade history by id or by time (``history.backfill_venues``); any
+other venue is refused with the reason. Resumable: interrupt it (Ctrl-C) or let it fail, run the same command again, and it continues
 from the stored cursor; a range already loaded is skipped (``--restart`` reloads it). The REST
 endpoint is the config's for the venue (``--config`` / $MARKETDATA_CONFIG), else ``--rest-url``,
 else the venue's live URL. Exit status: 0 loaded, 1 failed, 2 usage error, 3 not complete yet
@@ -27,7 +28,9 @@ from ..clock import US_PER_HOUR
 def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="marketdata backfill",
                                  description="Load trades from a venue's REST history, then rebuild bars_1m.")
-    ap.add_argument("--venue", help=f"venue id ({', '.join(venue_registry.names())})")
+    from .history import backfill_venues
+    ok = [v for v, why in backfill_venues().items() if not why]
+    ap.add_argument("--venue", help=f"venue id, one whose REST pages its trade history ({', '.join(ok)})")
     ap.add_argument("--symbols", help="canonical symbols, comma separated, e.g. BTC-USDT,ETH-USDT")
     ap.add_argument("--from", dest="start", help="range start, ISO 8601 UTC, e.g. 2026-01-05T10:00Z")
     ap.add_argument("--to", dest="end", help="range end (exclusive), ISO 8601 UTC")
@@ -67,7 +70,7 @@ def _endpoint(venue: str, config: str | None, rest_url: str | None) -> tuple[str
 
 
 def _status(ch) -> int:
-    from .history import format_us
+    from ..clock import format_us
     from .store import list_progress
     rows = list_progress(ch)
     if not rows:
@@ -85,9 +88,10 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from ..storage.clickhouse import ClickHouse
     from ..storage.migrate import migrate
-    from .history import BackfillError, format_us, load_history, parse_time_us
+    from ..clock import format_us, parse_time_us
+    from .history import BackfillError, backfill_by, backfill_venues, load_history
     from .rebuild import rebuild_hours, span_hours
-    from .rest import RestError
+    from ..rest.client import RestError
 
     err = lambda msg: (print(f"marketdata backfill: {msg}", file=sys.stderr), 2)[1]  # noqa: E731
     ch = ClickHouse()
@@ -98,6 +102,11 @@ def main(argv: list[str] | None = None) -> int:
         return err("--venue, --symbols, --from and --to are required (or --status)")
     if a.venue not in venue_registry.names():
         return err(f"unknown venue {a.venue!r}; valid: {', '.join(venue_registry.names())}")
+    try:
+        backfill_by(venue_registry.get(a.venue))
+    except BackfillError as e:
+        ok = [v for v, why in backfill_venues().items() if not why]
+        return err(f"{e}; venues that can be backfilled: {', '.join(ok)}")
     symbols = [s.strip().upper() for s in a.symbols.split(",") if s.strip()]
     try:
         start_us, end_us = parse_time_us(a.start), parse_time_us(a.end)

@@ -46,7 +46,7 @@ from dataclasses import dataclass, replace
 from .. import venues as venue_registry
 from ..bars.coverage import merge_intervals, merged_coverage_sql
 from ..clock import US_PER_HOUR, US_PER_MINUTE, now_us
-from ..stream import Gap
+from ..gap import Gap
 from . import store as S
 from .repair import can_repair_by_time
 

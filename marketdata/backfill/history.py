@@ -2,7 +2,12 @@
 into ``ticks`` (source 'backfill'), page by page, resumably, and vouch for the loaded span in
 ``coverage``.
 
-Per symbol (Binance today; any venue module with the same functions works):
+How a venue pages its history is its contract's ``BACKFILL_BY`` (``backfill_by``): "id" (Binance),
+"time" (Kraken, Bitfinex, Gate.io, Alpaca); a venue whose REST keeps only its latest trades or
+cannot find where a time starts (Bybit, KuCoin, Bitstamp, Coinbase, OKX) fails with its contract's
+``NO_BACKFILL`` reason.
+
+By id, per symbol:
 
 1. where the range starts: the first trade id at or after ``start`` (``first_id_request`` +
    ``first_id_at``: Binance ``aggTrades?startTime`` gives its ``f``), and, for progress, the
@@ -20,8 +25,15 @@ Per symbol (Binance today; any venue module with the same functions works):
    clock, read before the last page, is past ``end`` (less the venue's lateness); otherwise the
    load stops ``incomplete`` with coverage up to the venue clock, and a later run continues.
 
-REST calls go through ``VenueRest`` (429/418 Retry-After, backoff, weight budget). No Dagster:
-the ``historical_backfill`` job and ``marketdata backfill`` both call ``load_history``.
+By time, per symbol (``_TimeLoader``): the range an hour (``window_us``) at a time, each window's
+pages in full (``TimePager``: the venue's own cursor), then its ticks, its coverage (or, where the
+venue's history did not cover it, an unrepairable gap) and the cursor (loaded-to time) in one
+session; a restarted load continues from the cursor. Windows end at our clock less the venue's
+lateness; a range past it stops ``incomplete``.
+
+Pages come from ``marketdata.rest.pager``, REST calls from ``marketdata.rest.client.VenueRest``
+(429/418 Retry-After, backoff, weight budget). No Dagster: the ``historical_backfill`` job and
+``marketdata backfill`` both call ``load_history``.
 """
 
 from __future__ import annotations
@@ -29,63 +41,30 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from typing import Any, Callable, Mapping
 
 from .. import venues as venue_registry
-from ..clock import now_us
-from ..stream import Gap
+from ..clock import format_us, now_us
+from ..gap import Gap
 from ..tick import Tick
+from ..rest.client import RestError, VenueRest
+from ..rest.pager import IdPager, TimePager, first_id, page_limit
 from ..venues.base import Venue, VenueOptions
 from . import store as S
-from .rest import RestError, VenueRest
 
 log = logging.getLogger("marketdata.backfill")
 
 ProgressCallback = Callable[[S.Progress], None]
 
 
+DEFAULT_WINDOW_US = 3_600_000_000      # a venue paged by time: stored (and resumable) an hour at a time
+MAX_WINDOW_PAGES = 10_000              # pages of one window before it is given up as not covered
+
+
 class BackfillError(RuntimeError):
     pass
 
 
-def page_limit(mod: type[Venue], page_size: int | None) -> int:
-    """Trades per by-id page: ``page_size`` where the venue lets the caller choose
-    (``BY_ID_TAKES_LIMIT``), else the venue's REPAIR_PAGE."""
-    if page_size and mod.BY_ID_TAKES_LIMIT:
-        return max(1, min(int(page_size), int(mod.REPAIR_PAGE)))
-    return int(mod.REPAIR_PAGE)
-
-
-def by_id_request(mod: type[Venue], venue_symbol: str, from_id: int, options: VenueOptions, limit: int):
-    if mod.BY_ID_TAKES_LIMIT:
-        return mod.history_by_id_request(venue_symbol, from_id, options, limit=limit)
-    return mod.history_by_id_request(venue_symbol, from_id, options)
-
-
-def parse_time_us(value: str | int | float | datetime) -> int:
-    """'2026-01-05T10:00Z', '2026-01-05 10:00', '2026-01-05' (UTC unless an offset is given),
-    a datetime, or epoch seconds/ms/µs -> integer µs UTC."""
-    if isinstance(value, datetime):
-        dt = value
-    elif isinstance(value, (int, float)) or (isinstance(value, str) and value.strip().lstrip("-").isdigit()):
-        v = float(value)
-        return int(v * 1_000_000 if abs(v) < 1e11 else v * 1000 if abs(v) < 1e14 else v)
-    else:
-        s = value.strip()
-        if s.endswith(("Z", "z")):
-            s = s[:-1] + "+00:00"
-        try:
-            dt = datetime.fromisoformat(s)
-        except ValueError:
-            raise ValueError(f"time {value!r} is not ISO 8601, e.g. 2026-01-05T10:00Z") from None
-    if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=timezone.utc)
-    return int(dt.timestamp() * 1_000_000)
-
-
-def format_us(ts_us: int) -> str:
-    return datetime.fromtimestamp(ts_us / 1e6, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 @dataclass
@@ -140,8 +119,7 @@ class _Loader:
         self.lateness = int(mod.LATENESS_US)
 
     def first_id(self, at_us: int) -> int | None:
-        return self.mod.first_id_at(self.rest.call(self.mod.first_id_request(self.vs, at_us, self.options)),
-                                    self.options)
+        return first_id(self.rest.call, self.mod, self.vs, at_us, self.options)
 
     def flush(self) -> None:
         p = self.p
@@ -170,8 +148,8 @@ class _Loader:
                     p.exchange, p.symbol, lo, hi, format_us(self.last_ts), format_us(after_ts))
 
     def run(self, *, max_pages: int | None, stop: Callable[[], bool]) -> None:
-        p, mod, end = self.p, self.mod, self.p.to_us
-        expected = int(p.next_id)
+        p, end = self.p, self.p.to_us
+        pager = IdPager(self.mod, self.vs, p.symbol, self.options, int(p.next_id), self.page_size)
         head_clock: int | None = None           # venue clock read just before the last page
         since_flush = 0
         while True:
@@ -179,34 +157,30 @@ class _Loader:
                 p.status = "running"
                 p.detail = "stopped before the end; run again to continue"
                 break
-            body = self.rest.call(by_id_request(mod, self.vs, expected, self.options, self.page_size))
-            ticks = mod.parse_history(body, p.symbol, now_us(), self.options)
+            page = pager.take(self.rest.call(pager.next_request()))
             p.pages += 1
             self.pages_this_run += 1
             since_flush += 1
             done = False
-            for t in ticks:
-                tid = mod.trade_id_int(t.trade_id)
-                if tid < expected:
-                    continue
+            for tid, t in page:
                 if t.ts_us >= end:
                     done = True
                     break
-                if tid > expected:
-                    self.hole(expected, tid - 1, t.ts_us)
-                expected = tid + 1
+                if tid > pager.next_id:
+                    self.hole(pager.next_id, tid - 1, t.ts_us)
+                pager.next_id = tid + 1
                 self.last_ts = t.ts_us
                 if t.ts_us >= p.from_us:
                     t.source = "backfill"
                     self.ticks.append(t)
                     p.trades += 1
                     self.trades_this_run += 1
-            p.next_id = str(expected)
+            p.next_id = str(pager.next_id)
             if done:
                 self.bound = end - 1
                 p.status, p.detail = "done", ""
                 break
-            if len(body) >= self.page_size:
+            if not pager.short:
                 self.bound = max(self.bound, self.last_ts - 1)
                 head_clock = None
             elif head_clock is None:
@@ -244,20 +218,20 @@ def load_history(ch, venue: str, symbols: list[str], start_us: int, end_us: int,
                  rest_url: str, options: Mapping[str, Any] | None = None, page_size: int | None = None,
                  weight_fraction: float = 0.5, restart: bool = False, flush_pages: int = 20,
                  max_pages: int | None = None, on_progress: ProgressCallback | None = None,
-                 stop: Callable[[], bool] | None = None, rest: VenueRest | None = None) -> HistoryResult:
+                 stop: Callable[[], bool] | None = None, rest: VenueRest | None = None,
+                 window_us: int = DEFAULT_WINDOW_US) -> HistoryResult:
     """Load ``venue``'s trades of ``symbols`` with start_us <= ts < end_us into ticks; see module doc.
+    A venue whose REST cannot page its history raises ``BackfillError`` naming why (``backfill_by``).
 
-    ``max_pages`` (per symbol, per call) and ``stop`` end a load early, resumably. Errors of one
+    ``max_pages`` (per symbol, per call) and ``stop`` end a load early, resumably (a venue paged by
+    time stops between windows of ``window_us``). Errors of one
     symbol do not stop the others; they are raised together at the end as ``BackfillError``
     (after every symbol's progress is stored)."""
     if end_us <= start_us:
         raise ValueError(f"empty range: {format_us(start_us)} .. {format_us(end_us)}")
     mod = venue_registry.get(venue)
-    if mod.first_id_request is None:
-        raise BackfillError(f"venue {venue} has no REST trade history by time and id (first_id_request)")
+    by = backfill_by(mod)
     options = mod.validate_options(options)
-    if not mod.sequence_rules(options)[0]:
-        raise BackfillError(f"venue {venue}: trade ids are not sequential; history by id cannot prove a span complete")
     page_size = page_limit(mod, page_size)
     stop = stop or (lambda: False)
     t0 = time.monotonic()
@@ -275,8 +249,12 @@ def load_history(ch, venue: str, symbols: list[str], start_us: int, end_us: int,
                 res.skipped.append(sym)
                 continue
             try:
-                loader = _start(ch, rest, mod, options, venue, sym, vsyms[sym], start_us, end_us, p,
-                                page_size, flush_pages, on_progress)
+                if by == "time":
+                    loader = _TimeLoader(ch, rest, mod, options, venue, sym, vsyms[sym], start_us, end_us, p,
+                                         window_us, on_progress)
+                else:
+                    loader = _start(ch, rest, mod, options, venue, sym, vsyms[sym], start_us, end_us, p,
+                                    page_size, flush_pages, on_progress)
                 if loader is not None:
                     loader.run(max_pages=max_pages, stop=stop)
                     res.gaps.extend(loader.all_gaps)
@@ -303,6 +281,108 @@ def load_history(ch, venue: str, symbols: list[str], start_us: int, end_us: int,
     if res.errors:
         raise BackfillError("; ".join(f"{venue} {s}: {e}" for s, e in res.errors.items()))
     return res
+
+
+def backfill_by(mod: type[Venue]) -> str:
+    """How a historical backfill pages this venue's REST: "id" or "time" (its contract's
+    ``BACKFILL_BY``); ``BackfillError`` with its ``NO_BACKFILL`` reason otherwise."""
+    by = mod.BACKFILL_BY
+    if by == "id":
+        if mod.first_id_request is None:
+            raise BackfillError(f"venue {mod.NAME} has no REST trade history by time and id (first_id_request)")
+        if not mod.SEQUENTIAL_IDS:
+            raise BackfillError(f"venue {mod.NAME}: trade ids are not sequential; history by id cannot prove "
+                                "a span complete")
+        return by
+    if by == "time" and mod.history_by_time_request is not None:
+        return by
+    raise BackfillError(f"venue {mod.NAME} cannot be backfilled from REST: {mod.NO_BACKFILL}")
+
+
+def backfill_venues() -> dict[str, str]:
+    """Venue -> "" where a historical backfill works, else the reason it cannot."""
+    out = {}
+    for name in venue_registry.names():
+        try:
+            backfill_by(venue_registry.get(name))
+            out[name] = ""
+        except BackfillError as e:
+            out[name] = str(e)
+    return out
+
+
+class _TimeLoader:
+    """One symbol's load from a venue that pages its history by time: the range in windows of
+    ``window_us``, each window's pages (``TimePager``) read whole, then in one ClickHouse session
+    its trades, its coverage -- or, when the venue's history did not cover the window, an
+    unrepairable gap for it (its minutes stay incomplete) -- and the cursor (``loaded_to_us``, the
+    window's end), from which a restarted load goes on. The load ends at the head of the tape: a
+    window is read only once our clock, less the venue's lateness, is past its end (venues paged by
+    time publish no clock); short of the range's end the load stops ``incomplete``."""
+
+    def __init__(self, ch, rest: VenueRest, mod: type[Venue], options: VenueOptions, venue: str, sym: str, vs: str,
+                 start_us: int, end_us: int, p: S.Progress | None, window_us: int,
+                 on_progress: ProgressCallback | None):
+        if p is None:
+            p = S.Progress(venue, sym, start_us, end_us, loaded_to_us=start_us, started_us=now_us())
+        p.status, p.detail = "running", ""
+        self.ch, self.rest, self.mod, self.options, self.p, self.vs = ch, rest, mod, options, p, vs
+        self.window_us = max(1, int(window_us))
+        self.on_progress = on_progress
+        self.lateness = int(mod.LATENESS_US)
+        self.all_gaps: list[Gap] = []
+        self.trades_this_run = 0
+        self.pages_this_run = 0
+
+    def window(self, w0: int, w1: int) -> None:
+        """Trades with w0 <= ts < w1, stored with their coverage or gap and the cursor."""
+        p = self.p
+        pager = TimePager(self.mod, self.vs, p.symbol, self.options, w0, w1 - 1, max_pages=MAX_WINDOW_PAGES)
+        while (req := pager.next_request()) is not None:
+            pager.take(self.rest.call(req))
+            p.pages += 1
+            self.pages_this_run += 1
+        ticks = [t for t in pager.ticks if w0 <= t.ts_us < w1]      # a page may reach past the window
+        for t in ticks:
+            t.source = "backfill"
+        coverage, gaps = [], []
+        if pager.complete:
+            coverage.append((p.exchange, p.symbol, w0, w1 - 1, "backfill"))
+        else:
+            now = now_us()
+            gaps.append(Gap(p.exchange, p.symbol, f"backfill:{w0}:{w1 - 1}", w0, w1 - 1, "", "", "backfill",
+                            "unrepairable", "", len(ticks), now, now,
+                            "venue history does not cover this span (historical backfill)"))
+            log.warning("%s %s: venue history does not cover %s..%s; those minutes stay incomplete",
+                        p.exchange, p.symbol, format_us(w0), format_us(w1))
+        p.trades += len(ticks)
+        self.trades_this_run += len(ticks)
+        self.all_gaps.extend(gaps)
+        p.loaded_to_us = w1
+        S.write(self.ch, ticks=ticks, coverage=coverage, gaps=gaps, progress=[p])
+        if self.on_progress:
+            self.on_progress(p)
+
+    def run(self, *, max_pages: int | None, stop: Callable[[], bool]) -> None:
+        p = self.p
+        head = now_us() - self.lateness
+        last = min(p.to_us, head)
+        while p.loaded_to_us < last:
+            if stop() or (max_pages is not None and self.pages_this_run >= max_pages):
+                p.status = "running"
+                p.detail = "stopped before the end; run again to continue"
+                break
+            self.window(p.loaded_to_us, min(p.loaded_to_us + self.window_us, last))
+        else:
+            if p.loaded_to_us >= p.to_us:
+                p.status, p.detail = "done", ""
+            else:
+                p.status = "incomplete"
+                p.detail = (f"the venue's tape reaches only {format_us(head)}; "
+                            "run again later to load the rest of the range")
+        S.write(self.ch, progress=[p])
+        if self.on_progress:
+            self.on_progress(p)
 
 
 def _start(ch, rest: VenueRest, mod: type[Venue], options: VenueOptions, venue: str, sym: str, vs: str,

@@ -40,13 +40,12 @@ from typing import Callable, Iterable
 from .. import venues as venue_registry
 from ..clock import US_PER_HOUR, US_PER_MINUTE, now_us
 from ..config import VenueConfig
+from ..gap import Gap
 from ..persist.rows import GAP_COLUMNS
-from ..stream import Gap
-from ..tick import Tick
+from ..rest.client import RestError, VenueRest
+from ..rest.pager import IdPager, TimePager, first_id, ids_between, ids_over_time
 from ..venues.base import Venue, VenueOptions
 from . import store as S
-from .history import by_id_request, page_limit
-from .rest import RestError, VenueRest
 
 log = logging.getLogger("marketdata.repair")
 
@@ -165,78 +164,6 @@ def attempts_of(ch, gaps: list[Gap]) -> dict[tuple[str, str, str], int]:
 
 # --- one gap ----------------------------------------------------------------------------------
 
-def _fetch_by_id(rest: VenueRest, mod: type[Venue], options: VenueOptions, vs: str, symbol: str, lo: int, hi: int,
-                 page_size: int) -> tuple[list[Tick], int]:
-    """Trades with ids lo..hi as the venue returns them; (ticks, ids missing)."""
-    got: list[Tick] = []
-    seen: set[int] = set()
-    nxt = lo
-    while nxt <= hi:
-        body = rest.call(by_id_request(mod, vs, nxt, options, min(page_size, hi - nxt + 1)))
-        ticks = mod.parse_history(body, symbol, now_us(), options)
-        progressed = False
-        for t in ticks:
-            tid = mod.trade_id_int(t.trade_id)
-            if tid < nxt:
-                continue
-            if tid > hi:
-                nxt = hi + 1
-                break
-            if tid not in seen:
-                seen.add(tid)
-                got.append(t)
-            nxt = tid + 1
-            progressed = True
-        if not progressed:
-            break                      # nothing (more) at or after nxt within the gap
-    return got, (hi - lo + 1) - len(seen)
-
-
-def _fetch_by_time(rest: VenueRest, mod: type[Venue], options: VenueOptions, vs: str, symbol: str, from_us: int, to_us: int,
-                   page_size: int) -> tuple[list[Tick], int, bool]:
-    """Trades with from_us <= ts <= to_us; (ticks, ids skipped inside, reached past to_us)."""
-    first = mod.first_id_at(rest.call(mod.first_id_request(vs, from_us, options)), options)
-    if first is None:
-        return [], 0, False
-    got: list[Tick] = []
-    skipped = 0
-    nxt = first
-    while True:
-        body = rest.call(by_id_request(mod, vs, nxt, options, page_size))
-        ticks = mod.parse_history(body, symbol, now_us(), options)
-        if not ticks:
-            return got, skipped, False
-        for t in ticks:
-            tid = mod.trade_id_int(t.trade_id)
-            if tid < nxt:
-                continue
-            if t.ts_us > to_us:
-                return got, skipped, True
-            skipped += tid - nxt
-            got.append(t)
-            nxt = tid + 1
-        if len(body) < page_size:
-            return got, skipped, False
-
-
-def _fetch_time_pages(rest: VenueRest, mod: type[Venue], options: VenueOptions, vs: str, symbol: str, from_us: int, to_us: int,
-                      max_pages: int = 1000) -> tuple[list[Tick], bool]:
-    """A REPAIR_BY "time" venue's pages over [from_us, to_us], as the connector reads them;
-    (ticks deduplicated by id, complete)."""
-    out: dict[str, Tick] = {}
-    cursor = None
-    for _ in range(max_pages):
-        body = rest.call(mod.history_by_time_request(vs, from_us, to_us, options, cursor))
-        ticks, cursor, complete = mod.parse_history_page(body, symbol, now_us(), options, from_us, to_us)
-        for t in ticks:
-            out.setdefault(t.trade_id, t)
-        if not complete:
-            return list(out.values()), False
-        if cursor is None:
-            return list(out.values()), True
-    return list(out.values()), False
-
-
 def repair_rules(mod: type[Venue], options: VenueOptions) -> tuple[bool, str | None]:
     """(sequential ids, repair by) under the venue's configured options, as the connector reads
     them (``Venue.sequence_rules``): Kraken v1 has no sequential ids, v2 has."""
@@ -254,7 +181,6 @@ def can_repair_by_time(mod: type[Venue], options: VenueOptions) -> bool:
 def repair_gap(ch, rest: VenueRest, vs: str, options: VenueOptions, gap: Gap, *, page_size: int | None = None,
                attempts_before: int = 0) -> GapOutcome:
     mod = rest.mod
-    page_size = page_limit(mod, page_size)
     now = now_us()
     sequential, repair_by = repair_rules(mod, options)
     # ids name a gap only where they are sequential (the connector opens id holes only then)
@@ -265,16 +191,19 @@ def repair_gap(ch, rest: VenueRest, vs: str, options: VenueOptions, gap: Gap, *,
             return GapOutcome(gap, "skipped", detail=f"gap ids {gap.from_id}..{gap.to_id} are empty")
         if hi - lo + 1 > MAX_IDS_PER_GAP:
             return GapOutcome(gap, "skipped", detail=f"{hi - lo + 1} ids: too wide for a repair; use a backfill")
-        ticks, missing = _fetch_by_id(rest, mod, options, vs, gap.symbol, lo, hi, page_size)
+        ticks, missing = ids_between(rest.call, IdPager(mod, vs, gap.symbol, options, lo, page_size), hi)
         complete, how = missing == 0, "rest_by_id"
         why = (f"venue history does not return {missing} of {hi - lo + 1} missing ids" if missing else "")
     elif repair_by == "id" and mod.first_id_request is not None:
-        ticks, skipped, passed = _fetch_by_time(rest, mod, options, vs, gap.symbol, gap.from_us, gap.to_us, page_size)
+        first = first_id(rest.call, mod, vs, gap.from_us, options)
+        ticks, skipped, passed = ([], 0, False) if first is None else ids_over_time(
+            rest.call, IdPager(mod, vs, gap.symbol, options, first, page_size), gap.to_us)
         complete, how, missing = skipped == 0 and passed, "rest_by_time", skipped
         why = ("" if complete else f"venue history skips {skipped} ids in the span" if skipped
                else "venue history does not reach past the end of the gap")
     elif repair_by == "time" and mod.history_by_time_request is not None:
-        ticks, complete = _fetch_time_pages(rest, mod, options, vs, gap.symbol, gap.from_us, gap.to_us)
+        pager = rest.drain(TimePager(mod, vs, gap.symbol, options, gap.from_us, gap.to_us))
+        ticks, complete = pager.ticks, pager.complete
         how, missing = "rest_by_time", 0
         why = "" if complete else "venue history ran out before the end of the gap"
     else:

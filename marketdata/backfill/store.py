@@ -17,9 +17,9 @@ from typing import Iterable, Sequence
 import orjson
 
 from ..clock import now_us
+from ..gap import Gap
 from ..persist.rows import COVERAGE_COLUMNS, GAP_COLUMNS, TICK_COLUMNS
 from ..storage.clickhouse import ClickHouse, insert_json_rows
-from ..stream import Gap
 from ..tick import Tick
 
 _clock_lock = threading.Lock()

@@ -27,13 +27,11 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Iterable, Mapping
 
-from ..clock import US_PER_HOUR
+from ..clock import US_PER_HOUR, floor_hour
 from ..storage.clickhouse import ClickHouse
 from .completeness import HourAudit, Tally, audit_hours, missing_by_pair, totals
 from ..settings import env_number
-from .watermark import contiguous_ranges, floor_hour
-
-US_PER_DAY = 24 * US_PER_HOUR
+from .watermark import contiguous_ranges
 
 ENV_WINDOW_H = "MARKETDATA_AUDIT_WINDOW_H"
 ENV_SETTLE_S = "MARKETDATA_AUDIT_SETTLE_S"
@@ -167,15 +165,6 @@ def audit_digest(audits: list[HourAudit]) -> str:
     for a in sorted(audits, key=lambda a: a.key):
         h.update(f"{a.key}|{a.expected}|{a.stored}|{','.join(map(str, a.missing_offsets))};".encode())
     return h.hexdigest()
-
-
-def hour_key_us(hour_us: int) -> str:
-    """Hour start µs -> '2026-03-01-09:00' (the hourly partition key format)."""
-    return datetime.fromtimestamp(hour_us // 1_000_000, tz=timezone.utc).strftime("%Y-%m-%d-%H:%M")
-
-
-def parse_hour_key(key: str) -> int:
-    return int(datetime.strptime(key, "%Y-%m-%d-%H:%M").replace(tzinfo=timezone.utc).timestamp()) * 1_000_000
 
 
 def missing_table_rows(audits: list[HourAudit], max_rows: int = 100) -> list[dict[str, Any]]:

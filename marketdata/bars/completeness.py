@@ -12,23 +12,13 @@ every minute rather than being skipped.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from typing import Any
 
-from ..clock import US_PER_HOUR, US_PER_MINUTE
+from ..clock import US_PER_HOUR, US_PER_MINUTE, iso_hour, iso_minute
 from ..storage.clickhouse import ClickHouse
 from .build import universe
 from .calendar import expected_minutes
 from .universe import Pair, pair_key, pairs_param
-
-
-def iso_minute(ts_us: int) -> str:
-    """µs -> '2026-01-01T03:17Z' (the minute's start, UTC)."""
-    return datetime.fromtimestamp(ts_us // US_PER_MINUTE * 60, tz=timezone.utc).strftime("%Y-%m-%dT%H:%MZ")
-
-
-def iso_hour(ts_us: int) -> str:
-    return datetime.fromtimestamp(ts_us // US_PER_HOUR * 3600, tz=timezone.utc).strftime("%Y-%m-%dT%H:00Z")
 
 
 class Tally:

@@ -35,8 +35,7 @@ from typing import Any, Callable, Iterable, Mapping
 import httpx
 
 from .. import venues as venue_registry
-from ..clock import US_PER_HOUR, US_PER_MINUTE
-from .completeness import iso_minute
+from ..clock import US_PER_HOUR, US_PER_MINUTE, iso_minute
 from .universe import Pair, normalize_pairs, pair_key, pairs_param
 from ..settings import env_number
 from ..venues.base import Venue
@@ -228,7 +227,7 @@ def _get(mod: type[Venue], http: httpx.Client, req, attempts: int) -> Any:
         except httpx.HTTPError as e:
             last = f"{type(e).__name__}: {e}"
         else:
-            wait = mod.retry_after(r.status_code, r.headers)
+            wait = mod.RETRY_AFTER.wait_s(r.status_code, r.headers)
             if wait is not None:
                 last = f"HTTP {r.status_code} (rate limited)"
                 if wait > 30:

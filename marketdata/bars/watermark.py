@@ -34,16 +34,14 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from typing import Iterable, Mapping
 
 from ..settings import env_number
-from ..clock import US_PER_HOUR
+from ..clock import US_PER_HOUR, US_PER_SECOND, floor_hour, format_us
 from ..storage.clickhouse import ClickHouse
 from .calendar import next_expected_us
 from .universe import Pair, normalize_pairs, pairs_param
 
-US_PER_S = 1_000_000
 
 ENV_GRACE_S = "MARKETDATA_HOUR_CLOSE_GRACE_S"
 ENV_DOWN_S = "MARKETDATA_HOUR_CLOSE_DOWN_S"
@@ -85,11 +83,7 @@ def iso_us(ts_us: int) -> str:
     """µs -> '2026-03-01T10:01:00Z' ('never' for 0)."""
     if not ts_us:
         return "never"
-    return datetime.fromtimestamp(ts_us // US_PER_S, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def floor_hour(ts_us: int) -> int:
-    return ts_us // US_PER_HOUR * US_PER_HOUR
+    return format_us(ts_us)
 
 
 # --- reading ------------------------------------------------------------------------------------
@@ -185,7 +179,7 @@ def venue_progress(pairs: Iterable, persisted_ends: Mapping[Pair, int],
         p = VenueProgress(venue, symbols, covered_to_us=ends[behind], behind_symbol=behind,
                           published_to_us=(_int(h, "covered_to_us") + 1) if _int(h, "covered_to_us") else 0,
                           heartbeat_us=_int(h, "heartbeat_us"), state=h.get("state", ""))
-        hb_age = (now_us - p.heartbeat_us) / US_PER_S if p.heartbeat_us else None
+        hb_age = (now_us - p.heartbeat_us) / US_PER_SECOND if p.heartbeat_us else None
         if not h:
             p.down, p.reason = True, "no ingest heartbeat in Redis"
         elif p.state == "stopped":
@@ -195,7 +189,7 @@ def venue_progress(pairs: Iterable, persisted_ends: Mapping[Pair, int],
             p.reason = (f"ingest heartbeat {'missing' if hb_age is None else f'{hb_age:.0f}s old'} "
                         f"(> {settings.down_after_s:g}s, {ENV_DOWN_S})")
         else:
-            cov_age = (now_us - p.covered_to_us) / US_PER_S if p.covered_to_us else None
+            cov_age = (now_us - p.covered_to_us) / US_PER_SECOND if p.covered_to_us else None
             if cov_age is None or cov_age > settings.stall_after_s:
                 p.down = True
                 p.reason = (f"stalled: persisted coverage of {venue}:{behind} "
@@ -249,7 +243,7 @@ def plan_closed_hours(progress: Mapping[str, VenueProgress], *, now_us: int, set
     partition. ``skip``: hours not to request (e.g. already materialized, first evaluation only).
     ``prior_partial``: hours built earlier without some venues (from the cursor).
     """
-    grace = int(settings.grace_s * US_PER_S)
+    grace = int(settings.grace_s * US_PER_SECOND)
     up = [p for p in progress.values() if not p.down]
     limit = now_us - grace
     waiting: dict[str, str] = {}

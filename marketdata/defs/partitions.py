@@ -7,14 +7,12 @@ hour; ``end_offset=0`` exposes closed hours only (the hour in progress is never 
 from __future__ import annotations
 
 import os
-from datetime import datetime, timezone
 
 import dagster as dg
 
-from ..clock import US_PER_HOUR, now_us
+from ..clock import US_PER_HOUR, floor_hour, now_us
 
 DEFAULT_BARS_START = "2026-01-01-00:00"
-HOUR_KEY_FORMAT = "%Y-%m-%d-%H:%M"
 
 hourly_partitions = dg.HourlyPartitionsDefinition(
     start_date=os.environ.get("MARKETDATA_BARS_START") or DEFAULT_BARS_START,
@@ -32,11 +30,6 @@ def time_window_us(window: dg.TimeWindow) -> tuple[int, int]:
     return start, end
 
 
-def hour_key(ts_us: int) -> str:
-    """µs -> the hourly partition key containing it, e.g. '2026-01-01-03:00'."""
-    return datetime.fromtimestamp(ts_us // US_PER_HOUR * 3600, tz=timezone.utc).strftime(HOUR_KEY_FORMAT)
-
-
 def first_hour_us() -> int:
     """The start of the first hourly partition, in µs. From the definition's start, not from
     ``get_first_partition_key()``: that is None until the first hour has closed, which is the
@@ -50,4 +43,4 @@ def partition_bounds_us(now: int | None = None) -> tuple[int, int]:
     partitions now."""
     first = first_hour_us()
     now = now_us() if now is None else now
-    return first, now // US_PER_HOUR * US_PER_HOUR
+    return first, floor_hour(now)

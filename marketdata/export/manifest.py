@@ -27,8 +27,9 @@ from typing import Any
 
 import orjson
 
-from ..bars.completeness import HourAudit, iso_hour, iso_minute
+from ..bars.completeness import HourAudit
 from ..bars.universe import Pair, pair_key, pairs_param
+from ..clock import iso_hour, iso_minute
 
 FORMAT = "marketdata-export/1"
 FILENAME = "manifest.json"

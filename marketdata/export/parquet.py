@@ -28,17 +28,15 @@ from typing import Any
 import polars as pl
 
 from ..bars.universe import Pair, pair_key
-from ..clock import US_PER_HOUR
+from ..clock import US_PER_DAY, format_us, now_us
 from ..read.bars import SCHEMA_1M, query_bars_1m
 from ..read.completeness import audits_for
-from ..read.request import iso
 from ..read.ticks import SCHEMA as TICKS_SCHEMA
 from ..read.ticks import query_ticks
 from ..storage.clickhouse import ClickHouse
 from . import manifest as mf
 from .fingerprint import DayKey, day_prints
 
-US_PER_DAY = 24 * US_PER_HOUR
 CHUNK_DAYS = 31
 KINDS = ("bars", "ticks")
 PARTITION_COLS = ["exchange", "symbol", "date"]
@@ -124,7 +122,7 @@ def export(store: ClickHouse, kind: str, pairs: list[Pair], start_us: int, end_u
         by_day: dict[str, set[DayKey]] = {}
         for k in changed:
             by_day.setdefault(k[2], set()).add(k)
-        now = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        now = format_us(now_us())
         new_days = dict(old_days)
         for a, b in _chunks(sorted(by_day), start_us, end_us):
             keys = {k for d, ks in by_day.items() if a <= _day_start_us(d) + US_PER_DAY - 1 and _day_start_us(d) < b
@@ -162,10 +160,10 @@ def export(store: ClickHouse, kind: str, pairs: list[Pair], start_us: int, end_u
     result.missing_minutes = {k: v["missing_minutes"] for k, v in comp.items() if v["missing_minutes"]}
     manifest = {
         "format": mf.FORMAT, "dataset": kind,
-        "query": {**(query or {}), "pairs": [pair_key(p) for p in pairs], "from": iso(start_us), "to": iso(end_us),
+        "query": {**(query or {}), "pairs": [pair_key(p) for p in pairs], "from": format_us(start_us), "to": format_us(end_us),
                   "from_us": start_us, "to_us": end_us, "interval": "1m" if kind == "bars" else "tick",
                   "columns": [c for c in (SCHEMA_1M if kind == "bars" else TICKS_SCHEMA)]},
-        "generated_at": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "generated_at": format_us(now_us()),
         "partitioning": PARTITION_COLS,
         "days": dict(sorted(new_days.items())),
         "written": result.written, "unchanged": result.unchanged, "removed": result.removed,

@@ -20,15 +20,17 @@ from .. import venues as venue_registry
 from ..clock import now_us
 from ..config import VenueConfig
 from ..errors import ConfigError
+from ..gap import Gap
 from ..storage.redis import async_client
-from ..stream import Gap, health_key, sequence_key
+from ..stream import health_key, sequence_key
 from ..tick import Tick
 from ..venues.base import (Ack, HttpRequest, LastTradeId, MalformedFrame, Pause, Reconnect, Replay,
                            UnknownSymbol, Unrecognised, Unsequenced, Venue, VenueError)
-from .backoff import Backoff
+from ..backoff import Backoff
+from ..rest.client import AsyncVenueRest, RestError
+from ..rest.pager import IdPager, TimePager
 from .link import await_greeting, open_link, transport_for
 from .publisher import Publisher
-from .rest import RestError, VenueRest
 from .sequence import SymbolSequence
 from .silence import SILENT_AFTER_S, SilenceWatch
 
@@ -90,7 +92,7 @@ class VenueConnector:
         self._wires: dict[_Link, object] = {}                # open links and their WebSockets (ingest/link.py)
         self._successors: set[_Successor] = set()             # rotated-to links not yet adopted
         self.publisher: Publisher | None = None
-        self.rest_client: VenueRest | None = None
+        self.rest_client: AsyncVenueRest | None = None
 
     # --- REST -----------------------------------------------------------------------------
 
@@ -132,7 +134,7 @@ class VenueConnector:
     # --- main -------------------------------------------------------------------------------
 
     async def run(self, stop: asyncio.Event) -> None:
-        self.rest_client = VenueRest(self.mod, self.cfg.rest_url)
+        self.rest_client = AsyncVenueRest(self.mod, self.cfg.rest_url)
         redis = async_client(self.redis_url)
         try:
             await self.load_instruments()
@@ -516,9 +518,8 @@ class VenueConnector:
                 ticks.sort(key=lambda t: int(t.trade_id))
                 out = seq.apply_repair(hole, ticks, not complete, gaps, "rest_by_time")
             else:
-                req = self.mod.history_by_id_request(seq.venue_symbol, hole.lo, self.cfg.options)
-                body = await self.rest(req)
-                ticks = self.mod.parse_history(body, seq.symbol, now_us(), self.cfg.options)
+                pager = IdPager(self.mod, seq.venue_symbol, seq.symbol, self.cfg.options, hole.lo)
+                ticks = pager.parse(await self.rest(pager.next_request()))
                 out = seq.apply_repair(hole, ticks, len(ticks) >= self.mod.REPAIR_PAGE, gaps)
             for t in out:
                 await self.publisher.put(t)
@@ -530,23 +531,13 @@ class VenueConnector:
         for g in gaps:
             self.publisher.put_gap(g)
 
-    async def _history_by_time(self, seq: SymbolSequence, start_us: int, end_us: int | None,
-                               max_pages: int = 1000) -> tuple[list[Tick], bool]:
+    async def _history_by_time(self, seq: SymbolSequence, start_us: int,
+                               end_us: int | None) -> tuple[list[Tick], bool]:
         """All trades in [start_us, end_us] (or up to now) from REST, paging as the venue says.
         Complete unless the venue ran out of history before reaching the end."""
-        out: list[Tick] = []
-        cursor = None
-        for _ in range(max_pages):
-            req = self.mod.history_by_time_request(seq.venue_symbol, start_us, end_us, self.cfg.options, cursor)
-            body = await self.rest(req)
-            ticks, cursor, complete = self.mod.parse_history_page(body, seq.symbol, now_us(), self.cfg.options,
-                                                                  start_us, end_us)
-            out.extend(ticks)
-            if not complete:
-                return out, False
-            if cursor is None:
-                return out, True
-        return out, False
+        pager = TimePager(self.mod, seq.venue_symbol, seq.symbol, self.cfg.options, start_us, end_us)
+        await self.rest_client.drain(pager)
+        return pager.ticks, pager.complete
 
     # A symbol the venue acknowledged and then never feeds (Bitstamp's unknown pair) looks exactly
     # like a quiet market from the link; only time tells. Created on first use from the config.

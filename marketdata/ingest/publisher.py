@@ -21,9 +21,11 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from ..storage.redis import is_cluster
-from ..stream import STREAMS_SET, Gap, encode_entry, sequence_key, stream_key
+from ..coverage import Coverage
+from ..gap import Gap
+from ..stream import STREAMS_SET, encode_entry, sequence_key, stream_key
 from ..tick import Tick
-from .backoff import Backoff
+from ..backoff import Backoff
 from .replica_wait import ReplicaWait, execute_flush
 
 log = logging.getLogger("marketdata.ingest.publisher")
@@ -35,7 +37,7 @@ class _Segment:
 
     def __init__(self) -> None:
         self.ticks: list[Tick] = []
-        self.coverage: tuple[int, int, str] | None = None
+        self.coverage: Coverage | None = None
         self.gaps: list[Gap] = []
 
 
@@ -174,12 +176,12 @@ class Publisher(FlushLoop):
         """Vouch for [from_us, to_us]; it goes out after every tick queued before it."""
         seg = self._last(exchange, symbol)
         if seg.coverage is None:
-            seg.coverage = (from_us, to_us, source)
-        elif seg.coverage[1] + 1 >= from_us and seg.coverage[2] == source:
-            seg.coverage = (seg.coverage[0], max(seg.coverage[1], to_us), source)
+            seg.coverage = Coverage(from_us, to_us, source)
+        elif seg.coverage.to_us + 1 >= from_us and seg.coverage.source == source:
+            seg.coverage = Coverage(seg.coverage.from_us, max(seg.coverage.to_us, to_us), source)
         else:
             nxt = _Segment()
-            nxt.coverage = (from_us, to_us, source)
+            nxt.coverage = Coverage(from_us, to_us, source)
             self._pending[(exchange, symbol)].append(nxt)
 
     def put_gap(self, gap: Gap) -> None:

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 import orjson
 
 from ..clock import now_us
-from ..stream import Gap
+from ..gap import Gap
 from ..tick import Tick
 
 

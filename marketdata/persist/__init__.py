@@ -6,7 +6,7 @@
 
 Run one or several processes; each is a consumer of the group. Redis and ClickHouse come from the
 environment (``marketdata.settings``); Redis may be a Redis Cluster (a ``redis+cluster://`` URL: the
-worker then reads per stream, pipelined per master; see ``worker.py``). Stops cleanly on SIGTERM / SIGINT (exit 0).
+worker then reads per stream, pipelined per master; see ``group.py``). Stops cleanly on SIGTERM / SIGINT (exit 0).
 """
 
 from __future__ import annotations
@@ -18,7 +18,8 @@ import signal
 import sys
 import threading
 
-from .worker import DEADLETTER_STREAM, PersistWorker
+from .group import DEADLETTER_STREAM
+from .worker import PersistWorker
 
 __all__ = ["PersistWorker", "DEADLETTER_STREAM", "main", "build_parser"]
 

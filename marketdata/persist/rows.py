@@ -7,29 +7,28 @@ the rows and computes ``version`` / ``is_deleted`` itself. Python's work per ent
 and a ``decode_entry`` call on the entry *without* its ticks (version, exchange, symbol, coverage
 and gaps are small); per tick it is nothing.
 
-``decode_entry`` stays the one definition of the format: nothing here hard-codes the tick field's
-name or the order of the columns in a row. Both are learned at import by encoding a probe tick
-with ``encode_entry`` and checked by decoding it back with ``decode_entry``. Should the format
-change shape so that the probe no longer round-trips (e.g. a columnar v2), ``FAST_PATH`` is False
-and the worker falls back to ``decode_entry`` plus a Python row builder -- slower, never wrong.
+``marketdata.stream`` stays the one definition of the format: the ticks field's name and the order
+of the fields in a row are the ones it exports (``TICKS_FIELD``, ``TICK_ROW``); nothing here
+hard-codes them. The slow path -- ``decode_entry`` plus a Python row builder, taken when
+``FAST_PATH`` is False -- is the reference the fast path is checked against (``test_persist``).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
-import logging
 from dataclasses import dataclass, field
 from typing import Iterable, Mapping, Sequence
 
 import orjson
 
-from ..stream import Coverage, Gap, decode_entry, decode_quotes, encode_entry, is_quote_entry
+from ..coverage import Coverage
+from ..gap import Gap
+from ..stream import TICK_ROW, TICKS_FIELD, decode_entry, decode_quotes, is_quote_entry
 from ..tick import Tick
 
-log = logging.getLogger("marketdata.persist")
-
-TICK_FIELDS = ("ts_us", "open", "high", "low", "close", "volume", "trade_count", "side", "trade_id",
-               "recv_us", "source", "event")
+# What a row must carry: every field of a tick but the two its entry names.
+TICK_FIELDS = tuple(f.name for f in dataclasses.fields(Tick) if f.name not in ("exchange", "symbol"))
 # ClickHouse type each tick field is read as from the JSON row (the INSERT casts to the column
 # type: prices stay decimal text until ClickHouse parses them into Decimal(38, 18)).
 _READ_TYPES = {"ts_us": "Int64", "open": "String", "high": "String", "low": "String",
@@ -44,43 +43,9 @@ GAP_COLUMNS = ["exchange", "symbol", "gap_id", "from_us", "to_us", "from_id", "t
                "status", "repaired_by", "recovered", "detected_us", "updated_us", "detail"]
 
 
-def _learn_layout() -> tuple[bytes | None, tuple[str, ...] | None]:
-    """(name of the ticks field, tick field names in row order), learned from encode_entry."""
-    probe = Tick("probe-x", "PROBE-Y", 1_000_000_000_000_001, "1.1", "2.2", "3.3", "4.4", "5.5", 7,
-                 "sell", "id-8", 1_000_000_000_000_009, "src-10", "correct")
-    try:
-        with_ticks = encode_entry(probe.exchange, probe.symbol, [probe])
-        without = encode_entry(probe.exchange, probe.symbol)
-        extra = [k for k in with_ticks if k not in without]
-        if len(extra) != 1:
-            return None, None
-        key = extra[0]
-        rows = orjson.loads(with_ticks[key])
-        if not (isinstance(rows, list) and len(rows) == 1 and isinstance(rows[0], list)):
-            return None, None
-        values = {f: getattr(probe, f) for f in TICK_FIELDS}
-        order = []
-        for v in rows[0]:
-            names = [f for f, pv in values.items() if pv == v and type(pv) is type(v)]
-            if len(names) != 1:
-                return None, None
-            order.append(names[0])
-        if sorted(order) != sorted(TICK_FIELDS):
-            return None, None
-        back = decode_entry(with_ticks)
-        if back.ticks != [probe]:
-            return None, None
-        return key, tuple(order)
-    except Exception:  # any surprise: use the slow path
-        log.exception("persist: could not learn the entry layout; using decode_entry for every tick")
-        return None, None
-
-
-TICKS_FIELD, ROW_ORDER = _learn_layout()
-FAST_PATH = TICKS_FIELD is not None
-if ROW_ORDER is None:
-    ROW_ORDER = TICK_FIELDS          # the order the slow path writes rows in
-_TICKS_FIELD_STR = TICKS_FIELD.decode() if TICKS_FIELD else None
+ROW_ORDER = TICK_ROW                 # tick field names in the order a stream row holds them
+FAST_PATH = True                     # False: decode every tick with decode_entry (the reference)
+_TICKS_FIELD_STR = TICKS_FIELD.decode()
 
 
 def _tick_select_sql(source: str) -> str:
@@ -222,13 +187,14 @@ def validate_entry(fields: Mapping) -> None:
                 raise ValueError(f"gap {g.gap_id!r}: {f} must be an integer, not {v!r}")
 
 
-def merge_coverage(marks: Iterable[tuple[Coverage, int]]) -> list[dict]:
+def merge_coverage(marks: Iterable[tuple[str, str, Coverage, int]]) -> list[dict]:
     """Coverage rows, with marks of one (exchange, symbol, source) that overlap or touch merged.
 
-    ``marks`` are (coverage, recorded_us) pairs; a merged row keeps the latest recorded_us."""
+    ``marks`` are (exchange, symbol, coverage, recorded_us); a merged row keeps the latest
+    recorded_us."""
     by_key: dict[tuple[str, str, str], list[tuple[int, int, int]]] = {}
-    for c, rec in marks:
-        by_key.setdefault((c.exchange, c.symbol, c.source), []).append((c.from_us, c.to_us, rec))
+    for ex, sym, c, rec in marks:
+        by_key.setdefault((ex, sym, c.source), []).append((c.from_us, c.to_us, rec))
     rows = []
     for (ex, sym, src), spans in sorted(by_key.items()):
         spans.sort()

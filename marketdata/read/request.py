@@ -13,11 +13,9 @@ from datetime import date, datetime, timezone
 from pathlib import Path
 from typing import Any, Iterable
 
-from ..backfill.history import parse_time_us
 from ..bars.universe import Pair
-from ..clock import US_PER_HOUR, US_PER_MINUTE
+from ..clock import US_PER_DAY, US_PER_HOUR, US_PER_MINUTE, format_us, parse_time_us
 
-US_PER_DAY = 24 * US_PER_HOUR
 
 # interval name -> bucket length in µs ("1d" is the UTC day; for equities it holds one session)
 INTERVALS: dict[str, int] = {"1m": US_PER_MINUTE, "5m": 5 * US_PER_MINUTE, "15m": 15 * US_PER_MINUTE,
@@ -49,15 +47,11 @@ def time_range(start: Any, end: Any, align_us: int = US_PER_MINUTE) -> tuple[int
     """[start, end) in µs, both aligned to ``align_us`` (a bar interval), start < end."""
     a, b = to_us(start, "start"), to_us(end, "end")
     if b <= a:
-        raise ReadError(f"empty range: end {iso(b)} is not after start {iso(a)}")
+        raise ReadError(f"empty range: end {format_us(b)} is not after start {format_us(a)}")
     for name, v in (("start", a), ("end", b)):
         if v % align_us:
-            raise ReadError(f"{name} {iso(v)} is not aligned to the interval ({align_us // US_PER_MINUTE} min)")
+            raise ReadError(f"{name} {format_us(v)} is not aligned to the interval ({align_us // US_PER_MINUTE} min)")
     return a, b
-
-
-def iso(ts_us: int) -> str:
-    return datetime.fromtimestamp(ts_us / 1e6, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _names(value: str | Iterable[str] | None, what: str) -> list[str]:
@@ -151,7 +145,7 @@ def resolve_pairs(client, venues: Any, symbols: Any, start_us: int, end_us: int,
         hit = {(v, s) for v in want_venues if (v, s) in known}
         if not hit:
             problems.append(f"symbol {s!r} is neither configured nor stored on {', '.join(want_venues)} "
-                            f"between {iso(start_us)} and {iso(end_us)}")
+                            f"between {format_us(start_us)} and {format_us(end_us)}")
         chosen |= hit
     for v in want_venues:
         if not any(e == v for e, _ in chosen):

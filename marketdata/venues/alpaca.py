@@ -37,6 +37,7 @@ from ..tick import Tick
 from .base import (Ack, HttpRequest, Ignored, Instrument, MalformedFrame, UnknownSymbol, Unrecognised, Venue,
                    VenueError, VenueOptions, one_of, trade_tick)
 
+from .retry_after import RetryAfter
 NAME = "alpaca"
 KEY_ENV = "APCA_API_KEY_ID"
 SECRET_ENV = "APCA_API_SECRET_KEY"
@@ -81,6 +82,8 @@ class Alpaca(Venue):
     REPAIR_BY = "time"
     REPAIR_PAGE = REPAIR_PAGE
     Options = Options
+    BACKFILL_BY = "time"               # stocks/{sym}/trades?start&end&page_token
+    RETRY_AFTER = RetryAfter(default_s=3.0)
 
 
 def credentials() -> tuple[str, str]:
@@ -260,16 +263,6 @@ def parse_history_page(body: Any, symbol: str, recv_us: int, options: Options, s
     except (KeyError, TypeError) as ex:
         raise MalformedFrame(f"alpaca trade row lacks {ex}") from None
     return ticks, body.get("next_page_token") or None, True
-
-
-@Alpaca.member
-def retry_after(status: int, headers: dict) -> float | None:
-    if status == 429:
-        try:
-            return float(headers.get("retry-after") or 3.0)
-        except ValueError:
-            return 3.0
-    return None
 
 
 # --- candles (reconciliation) --------------------------------------------------------------------

@@ -23,6 +23,8 @@ from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 import orjson
 
 from ..tick import Tick
+from .retry_after import DEFAULT as DEFAULT_RETRY_AFTER
+from .retry_after import RetryAfter
 
 if TYPE_CHECKING:
     from .book import BookDelta, BookSnapshot, LocalBook
@@ -283,9 +285,13 @@ class _Contract:
     def instruments_request() -> HttpRequest:
         raise NotImplementedError
 
+    # how the venue tells a REST client to wait (429/418/...), as data (venues/retry_after.py):
+    # a venue sets its own rule only where it differs from the common one
+    RETRY_AFTER: ClassVar[RetryAfter] = DEFAULT_RETRY_AFTER
+
     @staticmethod
-    def retry_after(status: int, headers: Any) -> float | None:
-        """Seconds to wait before the next REST call when the venue says so (429/418); None: go on."""
+    def used_weight(headers: Any) -> int | None:
+        """Weight used in the venue's current minute, from a response header; None: not reported."""
         return None
 
     @staticmethod
@@ -356,6 +362,10 @@ class Venue(_Contract):
     REPAIR_PAGE: ClassVar[int] = 1000
     BY_ID_TAKES_LIMIT: ClassVar[bool] = False   # history_by_id_request(..., limit=) pages smaller on asking
     CANDLES_HAVE_TRADE_COUNT: ClassVar[bool] = True
+    # historical backfill (backfill/history.py): "id" (first_id_request / first_id_at, then by id),
+    # "time" (history_by_time_request), or None, with NO_BACKFILL saying why
+    BACKFILL_BY: ClassVar[str | None] = None
+    NO_BACKFILL: ClassVar[str] = "its module declares no REST history paging (BACKFILL_BY)"
 
     @classmethod
     def sequence_rules(cls, options: VenueOptions) -> tuple[bool, str | None]:
@@ -378,11 +388,6 @@ class Venue(_Contract):
     @staticmethod
     def rest_weight_limit(exchange_info: Any) -> int | None:
         """The REST weight budget per minute read from the instruments answer; None: not published."""
-        return None
-
-    @staticmethod
-    def used_weight(headers: Any) -> int | None:
-        """Weight used in the venue's current minute, from a response header; None: not reported."""
         return None
 
     # the venue clock (server_time_request() -> HttpRequest; None: trust ours)

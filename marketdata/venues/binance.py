@@ -27,6 +27,7 @@ from ..tick import Tick
 from .base import (Ack, HttpRequest, Instrument, MalformedFrame, Reconnect, UnknownSymbol, Unrecognised,
                    Venue, VenueError, VenueOptions, int_field, json_object, one_of, trade_tick)
 
+from .retry_after import RetryAfter
 NAME = "binance"
 
 REPAIR_PAGE = 1000
@@ -55,6 +56,8 @@ class Binance(Venue):
     BY_ID_TAKES_LIMIT = True
     REPAIR_PAGE = REPAIR_PAGE
     Options = Options
+    BACKFILL_BY = "id"                 # aggTrades?startTime finds the first id; historicalTrades pages by id
+    RETRY_AFTER = RetryAfter(statuses=(429, 418))   # 418: an IP ban for ignoring 429s, as long as Retry-After says
 
 
 # --- instruments ---------------------------------------------------------------------------
@@ -236,17 +239,6 @@ def parse_history(body: Any, symbol: str, recv_us: int, options: Options) -> lis
             out.append(Tick.trade(NAME, symbol, r["time"] * 1000, r["price"], r["qty"],
                                   "sell" if r["isBuyerMaker"] else "buy", str(r["id"]), recv_us, "rest"))
     return out
-
-
-@Binance.member
-def retry_after(status: int, headers: dict) -> float | None:
-    """Seconds to wait before the next REST call, when the venue says so (429/418)."""
-    if status in (429, 418):
-        try:
-            return float(headers.get("retry-after") or headers.get("Retry-After") or 1.0)
-        except ValueError:
-            return 1.0
-    return None
 
 
 # --- candles (reconciliation) ----------------------------------------------------------------

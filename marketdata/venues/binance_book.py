@@ -33,6 +33,7 @@ class BinanceBook(BookVenue):
     IDLE_TIMEOUT = 30.0
     SNAPSHOT_FROM = "rest"
     DEPTH = None                    # full book: the snapshot holds up to 5000 levels per side
+    RETRY_AFTER = trade_venue.Binance.RETRY_AFTER    # the same REST, the same 429/418 rule
 
 
 instruments_request = BinanceBook.member(trade_venue.instruments_request)
@@ -137,4 +138,3 @@ def parse_snapshot(body: Any, symbol: str, recv_us: int) -> BookSnapshot:
         raise MalformedFrame(f"depth snapshot lacks or mistypes field {ex}") from None
 
 
-retry_after = BinanceBook.member(trade_venue.retry_after)

@@ -37,6 +37,7 @@ from ..tick import Tick
 from .base import (Ack, HttpRequest, Ignored, Instrument, MalformedFrame, Pause, Reconnect, Replay,
                    UnknownSymbol, Unrecognised, Venue, VenueError, VenueOptions, trade_tick)
 
+from .retry_after import RetryAfter
 NAME = "bitfinex"
 
 REPAIR_PAGE = 10_000
@@ -69,6 +70,8 @@ class Bitfinex(Venue):
     REPAIR_BY = "time"
     REPAIR_PAGE = REPAIR_PAGE
     Options = Options
+    BACKFILL_BY = "time"               # trades/hist?start&end&sort=1
+    RETRY_AFTER = RetryAfter(default_s=60.0)        # a rate block lasts about 60 s
 
 
 @Bitfinex.member
@@ -285,16 +288,6 @@ def parse_history_page(body: Any, symbol: str, recv_us: int, options: Options, s
         return ticks, None, False      # a whole page in one ms: paging by time cannot get past it
     # The next page starts at the last ms again (inclusive): its repeats are de-duplicated by id.
     return ticks, last_ms, True
-
-
-@Bitfinex.member
-def retry_after(status: int, headers: dict) -> float | None:
-    if status == 429:
-        try:
-            return float(headers.get("retry-after") or 60.0)
-        except ValueError:
-            return 60.0
-    return None
 
 
 # --- candles (reconciliation) --------------------------------------------------------------------

@@ -57,6 +57,8 @@ class Bitstamp(Venue):
     MAX_LIFETIME = 0             # the 90-day age limit ends in a close we survive like any other
     REPAIR_BY = None             # no trade history: holes are recorded unrepairable
     Options = Options
+    BACKFILL_BY = None
+    NO_BACKFILL = "its REST returns only the last minute, hour or day of trades (transactions?time=)"
 
 
 @Bitstamp.member
@@ -139,16 +141,6 @@ class Parser:
         if isinstance(event, str):
             return [Unrecognised(f"event {event[:40]}", "an event this parser does not read")]
         raise MalformedFrame("frame has no event")
-
-
-@Bitstamp.member
-def retry_after(status: int, headers: dict) -> float | None:
-    if status == 429:
-        try:
-            return float(headers.get("retry-after") or 1.0)
-        except ValueError:
-            return 1.0
-    return None
 
 
 # --- candles (reconciliation) --------------------------------------------------------------------

@@ -29,6 +29,7 @@ from ..tick import Tick
 from .base import (Ack, HttpRequest, Ignored, Instrument, MalformedFrame, UnknownSymbol, Unrecognised, Venue,
                    VenueError, VenueOptions, int_field, json_object, seconds_in, trade_tick)
 
+from .retry_after import RetryAfter
 NAME = "bybit"
 
 KEEPALIVE_INTERVAL = 20.0    # the venue's recommendation
@@ -57,6 +58,9 @@ class Bybit(Venue):
     SEQUENTIAL_IDS = False       # ids are not consecutive: holes are spans of time
     REPAIR_BY = "time"
     Options = Options
+    BACKFILL_BY = None
+    NO_BACKFILL = "its spot REST returns only the last 60 trades (recent-trade has no time or id parameter)"
+    RETRY_AFTER = RetryAfter(statuses=(403, 429))     # 403: the IP rate block
 
 
 @Bybit.member
@@ -186,16 +190,6 @@ def parse_history_page(body: Any, symbol: str, recv_us: int, options: Options, s
     if end_us is not None:
         ticks = [t for t in ticks if t.ts_us <= end_us]
     return ticks, None, complete
-
-
-@Bybit.member
-def retry_after(status: int, headers: dict) -> float | None:
-    if status in (403, 429):
-        try:
-            return float(headers.get("retry-after") or 1.0)
-        except ValueError:
-            return 1.0
-    return None
 
 
 # --- candles (reconciliation) -------------------------------------------------------------------------

@@ -51,6 +51,9 @@ class Coinbase(Venue):
     REPAIR_BY = "id"
     REPAIR_PAGE = REPAIR_PAGE
     CANDLES_HAVE_TRADE_COUNT = False
+    BACKFILL_BY = None
+    NO_BACKFILL = ("its REST pages trades only by trade id (trades?after=) and has no way to find the "
+                   "id at a time")
 
 
 @Coinbase.member
@@ -170,16 +173,6 @@ def parse_history(body: Any, symbol: str, recv_us: int, options: dict) -> list[T
         raise MalformedFrame(f"coinbase trade row lacks or mistypes field {ex}") from None
     out.sort(key=lambda t: int(t.trade_id))
     return out
-
-
-@Coinbase.member
-def retry_after(status: int, headers: dict) -> float | None:
-    if status == 429:
-        try:
-            return float(headers.get("retry-after") or 1.0)
-        except ValueError:
-            return 1.0
-    return None
 
 
 # --- candles (reconciliation) --------------------------------------------------------------------

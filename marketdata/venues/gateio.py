@@ -60,6 +60,7 @@ class Gateio(Venue):
     REPAIR_BY = "id"
     REPAIR_PAGE = REPAIR_PAGE
     Options = Options
+    BACKFILL_BY = "time"               # spot/trades?from&to
 
 
 @Gateio.member
@@ -256,16 +257,6 @@ def parse_history_page(body: Any, symbol: str, recv_us: int, options: Options, s
     if oldest >= newest:
         return inside, None, False      # a whole page in one second: paging by time cannot get past it
     return inside, oldest, True
-
-
-@Gateio.member
-def retry_after(status: int, headers: dict) -> float | None:
-    if status == 429:
-        try:
-            return float(headers.get("retry-after") or 1.0)
-        except ValueError:
-            return 1.0
-    return None
 
 
 # --- candles (reconciliation) --------------------------------------------------------------------

@@ -89,6 +89,7 @@ class Kraken(Venue):
     REPAIR_BY = "time"
     REPAIR_PAGE = REPAIR_PAGE
     Options = Options
+    BACKFILL_BY = "time"               # Trades?since pages its whole history
 
 
 def _v1(options: Options) -> bool:
@@ -452,16 +453,6 @@ def parse_history_page(body: Any, symbol: str, recv_us: int, options: Options, s
         out = [t for t in out if t.ts_us < cut]
         last = cut * 1000 - 1
     return out, (str(last) if more else None), True
-
-
-@Kraken.member
-def retry_after(status: int, headers: dict) -> float | None:
-    if status == 429:
-        try:
-            return float(headers.get("retry-after") or headers.get("Retry-After") or 1.0)
-        except ValueError:
-            return 1.0
-    return None
 
 
 # --- candles (reconciliation) --------------------------------------------------------------------

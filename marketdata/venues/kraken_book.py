@@ -19,6 +19,7 @@ from typing import Any
 import orjson
 
 from .base import Ack, BookVenue, HttpRequest, Ignored, MalformedFrame, Reconnect, UnknownSymbol, VenueError
+from .retry_after import RetryAfter
 from .book import ASK, BID, BookDelta, BookSnapshot, LocalBook
 from .kraken import BOOK_DEPTHS, Options
 
@@ -40,6 +41,7 @@ class KrakenBook(BookVenue):
     IDLE_TIMEOUT = 10.0             # the venue sends a heartbeat every second when idle
     SNAPSHOT_FROM = "ws"
     DEPTH = DEPTH
+    RETRY_AFTER = RetryAfter(header=None)         # books wait 1 s on a 429, whatever the header says
 
 
 @KrakenBook.member
@@ -67,11 +69,6 @@ def parse_instruments(body: Any) -> dict[str, str]:
         base, _, quote = ws.partition("/")
         out[f"{_ASSET_ALIASES.get(base, base)}-{_ASSET_ALIASES.get(quote, quote)}"] = ws
     return out
-
-
-@KrakenBook.member
-def retry_after(status: int, headers: dict) -> float | None:
-    return 1.0 if status == 429 else None
 
 
 # --- sequencing rule and checksum ------------------------------------------------------------

@@ -63,6 +63,8 @@ class Kucoin(Venue):
     REPAIR_BY = "time"
     CANDLES_HAVE_TRADE_COUNT = False   # reconciliation compares volume (and high/low) only
     Options = Options
+    BACKFILL_BY = None
+    NO_BACKFILL = "its REST returns only the last 100 trades (market/histories has no time or id parameter)"
 
 
 @Kucoin.member
@@ -236,17 +238,6 @@ def parse_history_page(body: Any, symbol: str, recv_us: int, options: Options, s
     complete = len(ticks) < HISTORY_LIMIT or (bool(ticks) and ticks[0].ts_us < start_us)
     ticks = [t for t in ticks if t.ts_us >= start_us and (end_us is None or t.ts_us <= end_us)]
     return ticks, None, complete
-
-
-@Kucoin.member
-def retry_after(status: int, headers: dict) -> float | None:
-    """429 (429000 overloaded, or Cloudflare's 1015 IP limit, which blocks for 30 s)."""
-    if status == 429:
-        try:
-            return float(headers.get("retry-after") or headers.get("Retry-After") or 1.0)
-        except ValueError:
-            return 1.0
-    return None
 
 
 # --- candles (reconciliation) ----------------------------------------------------------------------

@@ -57,16 +57,6 @@ def parse_instruments(body: Any) -> dict[str, str]:
             if r.get("enableTrading", True)}
 
 
-@KucoinBook.member
-def retry_after(status: int, headers: dict) -> float | None:
-    if status == 429:
-        try:
-            return float(headers.get("Retry-After") or 1.0)
-        except ValueError:
-            return 1.0
-    return None
-
-
 # --- sequencing rule -------------------------------------------------------------------------
 
 @KucoinBook.member

@@ -62,6 +62,9 @@ class Okx(Venue):
     REPAIR_BY = "id"
     REPAIR_PAGE = REPAIR_PAGE
     Options = Options
+    BACKFILL_BY = None
+    NO_BACKFILL = ("the okx module pages history-trades only by trade id and has no way to find the id "
+                   "at a time (history-trades?type=2 by timestamp is not implemented here)")
 
 
 @Okx.member
@@ -179,16 +182,6 @@ def parse_history(body: Any, symbol: str, recv_us: int, options: Options) -> lis
            for r in rows]
     out.sort(key=lambda t: int(t.trade_id))
     return out
-
-
-@Okx.member
-def retry_after(status: int, headers: dict) -> float | None:
-    if status == 429:
-        try:
-            return float(headers.get("retry-after") or 1.0)
-        except ValueError:
-            return 1.0
-    return None
 
 
 # --- candles (reconciliation) --------------------------------------------------------------------

@@ -38,7 +38,6 @@ class OkxBook(BookVenue):
 
 
 instruments_request = OkxBook.member(trade_venue.instruments_request)
-retry_after = OkxBook.member(trade_venue.retry_after)
 
 
 @OkxBook.member

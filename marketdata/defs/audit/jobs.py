@@ -16,7 +16,8 @@ bars_1m materialization.
 import dagster as dg
 from pydantic import Field
 
-from ...bars.audit import audit_hour_set, built_hours, hour_key_us, parse_hour_key
+from ...bars.audit import audit_hour_set, built_hours
+from ...clock import hour_key, parse_hour_key
 from ..bars.assets import OWNERS
 from ..bars.checks import hour_evaluation, latest_materializations
 from ..resources import ClickHouseResource, MarketdataConfigResource
@@ -48,13 +49,13 @@ def audit_bars_1m_hours(context: dg.OpExecutionContext, config: AuditHoursConfig
     store = clickhouse.store()
     audits = audit_hour_set(store, hours, marketdata_config.pairs())
     versions = built_hours(store, hours)
-    targets = latest_materializations(context.instance, [hour_key_us(h) for h in hours])
+    targets = latest_materializations(context.instance, [hour_key(h) for h in hours])
     failed = 0
     for h in hours:
         if not audits.get(h):
-            context.log.info(f"{hour_key_us(h)}: no pair in that hour, nothing to judge")
+            context.log.info(f"{hour_key(h)}: no pair in that hour, nothing to judge")
             continue
-        ev = hour_evaluation(h, audits[h], build_version=versions.get(h), target=targets.get(hour_key_us(h)),
+        ev = hour_evaluation(h, audits[h], build_version=versions.get(h), target=targets.get(hour_key(h)),
                              reported_by="bars_completeness_audit")
         failed += not ev.passed
         context.log_event(ev)

@@ -26,12 +26,10 @@ from typing import Any
 import dagster as dg
 
 from ...bars.audit import (
-    AuditSettings, audit_hour_set, built_hours, hour_key_us, parse_hour_key, plan_report, rebuilt_hours,
-    window_hours,
+    AuditSettings, audit_hour_set, built_hours, plan_report, rebuilt_hours, window_hours,
 )
 from ...bars.coverage import before_data, first_coverage_us
-from ...clock import US_PER_HOUR, now_us
-from ...bars.watermark import floor_hour
+from ...clock import US_PER_HOUR, floor_hour, hour_key, now_us, parse_hour_key
 from ..bars.assets import OWNERS, bars_1m
 from ..bars.checks import CHECK_NAME, latest_materialization_records
 from ..partitions import first_hour_us
@@ -72,7 +70,7 @@ def judged_hours(instance: dg.DagsterInstance, versions: dict[int, int]) -> set[
     that materialization is of the hour's current build (its build_version metadata)."""
     if not versions:
         return set()
-    keys = {hour_key_us(h): h for h in versions}
+    keys = {hour_key(h): h for h in versions}
     mats = latest_materialization_records(instance, list(keys))
     infos = instance.event_log_storage.get_asset_check_partition_info([CHECK_KEY], partition_keys=list(mats))
     out = set()
@@ -128,7 +126,7 @@ def _bars_completeness_audit(context: dg.SensorEvaluationContext, clickhouse: Cl
     judged = judged_hours(context.instance, {h: versions[h] for h in hours if h not in busy})
     plan = plan_report(hours, audits, window=window, prior_digests=prior, rebuilt=rebuilt, judged=judged,
                        busy=busy)
-    new_cursor = json.dumps({"v": resume_version, "d": {hour_key_us(h): d for h, d in sorted(plan.digests.items())}},
+    new_cursor = json.dumps({"v": resume_version, "d": {hour_key(h): d for h, d in sorted(plan.digests.items())}},
                             separators=(",", ":"))
     if truncated:
         context.log.info(f"more rebuilt hours than MARKETDATA_AUDIT_MAX_REBUILT ({settings.max_rebuilt}); "
@@ -139,7 +137,7 @@ def _bars_completeness_audit(context: dg.SensorEvaluationContext, clickhouse: Cl
         return dg.SensorResult(cursor=new_cursor, skip_reason=(
             f"{len(hours)} built hour(s) audited, nothing new to report"
             + (f" ({len(busy)} being built)" if busy else "")))
-    keys = [hour_key_us(h) for h in plan.report]
+    keys = [hour_key(h) for h in plan.report]
     return dg.SensorResult(cursor=new_cursor, run_requests=[dg.RunRequest(
         run_key=f"bars_completeness_audit:{now}",
         run_config={"ops": {AUDIT_OP: {"config": {"hours": keys}}}},

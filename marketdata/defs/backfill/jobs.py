@@ -11,7 +11,8 @@ import dagster as dg
 from pydantic import Field
 
 from ... import venues as venue_registry
-from ...backfill import BackfillError, format_us, load_history, parse_time_us, span_hours
+from ...backfill import BackfillError, load_history, span_hours
+from ...clock import format_us, parse_time_us
 from ..resources import ClickHouseResource, MarketdataConfigResource
 from .assets import tick_backfills
 from .rebuild import rebuild_and_record

@@ -8,12 +8,12 @@ from typing import Generator
 
 import dagster as dg
 
-from ...backfill import RebuildResult, format_us, rebuild_hours
+from ...backfill import RebuildResult, rebuild_hours
 from ...bars import totals
-from ...clock import US_PER_HOUR
+from ...clock import US_PER_HOUR, format_us, hour_key
 from ..bars.assets import bars_1m
 from ..bars.checks import hourly_check_evaluations, latest_materializations
-from ..partitions import hour_key, partition_bounds_us
+from ..partitions import partition_bounds_us
 
 MAX_HOURS_PER_BUILD = 168           # like bars_1m's backfill policy: a week per INSERT ... SELECT
 

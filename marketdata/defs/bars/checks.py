@@ -20,9 +20,9 @@ from dagster._core.definitions.asset_checks.asset_check_evaluation import (
 
 from ...bars import HourAudit, audit_hours, missing_by_pair, totals
 from ...bars.audit import missing_table_rows
-from ...bars.completeness import iso_minute
 from ...bars.coverage import before_data, first_coverage_us
-from ..partitions import hour_key, hourly_partitions, partition_bounds_us, time_window_us
+from ...clock import hour_key, iso_minute
+from ..partitions import hourly_partitions, partition_bounds_us, time_window_us
 from ..resources import ClickHouseResource, MarketdataConfigResource
 from .assets import POOL, bars_1m
 

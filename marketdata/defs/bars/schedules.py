@@ -10,8 +10,8 @@ from datetime import timedelta, timezone
 
 import dagster as dg
 
-from ...bars.audit import parse_hour_key
 from ...bars.coverage import before_data, first_coverage_us
+from ...clock import HOUR_KEY_FORMAT, parse_hour_key
 from ..resources import ClickHouseResource
 from .assets import bars_1m
 
@@ -56,7 +56,7 @@ def _in_flight(instance: dg.DagsterInstance, key: str) -> bool:
 def bars_1m_hourly(context: dg.ScheduleEvaluationContext, clickhouse: ClickHouseResource):
     at = context.scheduled_execution_time.astimezone(timezone.utc)
     hour = (at - timedelta(hours=1)).replace(minute=0, second=0, microsecond=0)
-    key = hour.strftime("%Y-%m-%d-%H:%M")
+    key = hour.strftime(HOUR_KEY_FORMAT)
     if context.instance.get_materialized_partitions(bars_1m.key) & {key}:
         return dg.SkipReason(f"{key} is already built (materialized); the safety net has nothing to do")
     if _in_flight(context.instance, key):

@@ -9,12 +9,11 @@ from typing import Any
 import dagster as dg
 from redis.exceptions import RedisError
 
-from ...bars.audit import hour_key_us, parse_hour_key
 from ...bars.coverage import first_coverage_us
 from ...bars.watermark import (
     WatermarkSettings, persisted_coverage_ends, plan_closed_hours, ticks_per_hour, venue_progress,
 )
-from ...clock import US_PER_HOUR, now_us
+from ...clock import US_PER_HOUR, floor_hour, hour_key, now_us, parse_hour_key
 from ...ingest.health import (
     HealthBounds, RateSample, evaluate_persist, evaluate_venue, read_persist_health, read_venue_health,
 )
@@ -111,7 +110,7 @@ with warnings.catch_warnings():
 
 
 def _range_request(first: int, last: int, partial: dict[int, list[str]]) -> dg.RunRequest:
-    a, b = hour_key_us(first), hour_key_us(last)
+    a, b = hour_key(first), hour_key(last)
     down = sorted({v for h in range(first, last + US_PER_HOUR, US_PER_HOUR) for v in partial.get(h, [])})
     tags = {"marketdata/trigger": "bars_hour_closed"}
     if down:
@@ -153,22 +152,22 @@ def _bars_hour_closed(context: dg.SensorEvaluationContext, clickhouse: ClickHous
         if data_start is None:
             return dg.SensorResult(skip_reason="no data yet: nothing is covered in marketdata.coverage",
                                    cursor=context.cursor)
-        first_hour = max(first_hour, data_start // US_PER_HOUR * US_PER_HOUR)
+        first_hour = max(first_hour, floor_hour(data_start))
     start = after + US_PER_HOUR if after is not None else max(
-        first_hour, now // US_PER_HOUR * US_PER_HOUR - settings.lookback_hours * US_PER_HOUR)
+        first_hour, floor_hour(now) - settings.lookback_hours * US_PER_HOUR)
     since = min([start, now - int(settings.stall_after_s * 1e6)] + list(prior_partial))
     ends = persisted_coverage_ends(store, pairs, since)
     progress = venue_progress(pairs, ends, health, now, settings, since_us=since)
     skip: set[int] = set()
     if after is None:       # first evaluation: do not rebuild hours that already have bars
         done = context.instance.get_materialized_partitions(dg.AssetKey("bars_1m"))
-        skip = {parse_hour_key(k) for k in done if k >= hour_key_us(start)}
+        skip = {parse_hour_key(k) for k in done if k >= hour_key(start)}
     plan = plan_closed_hours(progress, now_us=now, settings=settings, after_hour_us=after,
                              first_hour_us=first_hour, prior_partial=prior_partial, skip=skip)
 
     requests = [_range_request(a, b, plan.partial) for a, b in plan.ranges]
     for h in plan.rebuild:
-        k = hour_key_us(h)
+        k = hour_key(h)
         venues_back = ",".join(sorted(prior_partial.get(h, [])))
         requests.append(dg.RunRequest(run_key=f"bars_1m:{k}:after:{venues_back}", partition_key=k,
                                       tags={"marketdata/trigger": "bars_hour_closed",
@@ -188,11 +187,11 @@ def _bars_hour_closed(context: dg.SensorEvaluationContext, clickhouse: ClickHous
                 md["venues_down_names"] = dg.MetadataValue.text(", ".join(plan.partial[h]))
                 md["down_reasons"] = dg.MetadataValue.md(
                     "\n".join(f"- **{v}**: {plan.down.get(v, '')}" for v in plan.partial[h]))
-            events.append(dg.AssetMaterialization(RAW_TICKS, partition=hour_key_us(h), metadata=md,
+            events.append(dg.AssetMaterialization(RAW_TICKS, partition=hour_key(h), metadata=md,
                                                   description="hour closed: coverage of every venue that "
                                                               "is up has passed it"))
-    new_cursor = {"last": hour_key_us(plan.last_hour_us) if plan.last_hour_us is not None else cursor.get("last"),
-                  "partial": {hour_key_us(h): v for h, v in sorted(plan.pending_partial.items())}}
+    new_cursor = {"last": hour_key(plan.last_hour_us) if plan.last_hour_us is not None else cursor.get("last"),
+                  "partial": {hour_key(h): v for h, v in sorted(plan.pending_partial.items())}}
     if new_cursor["last"] is None:
         new_cursor.pop("last")
     skip_reason = None
@@ -204,7 +203,7 @@ def _bars_hour_closed(context: dg.SensorEvaluationContext, clickhouse: ClickHous
                           f"the next hour closes {settings.grace_s:g}s after it ends"))
     if plan.dropped_partial:
         context.log.warning("gave up waiting for venues of partial hours: " + ", ".join(
-            f"{hour_key_us(h)} ({','.join(v)})" for h, v in sorted(plan.dropped_partial.items())))
+            f"{hour_key(h)} ({','.join(v)})" for h, v in sorted(plan.dropped_partial.items())))
     return dg.SensorResult(run_requests=requests, asset_events=events, cursor=json.dumps(new_cursor),
                            skip_reason=skip_reason)
 

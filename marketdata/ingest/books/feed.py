@@ -8,15 +8,16 @@ Venue knowledge comes from ``marketdata.venues.<venue>_book``; nothing here know
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 
 import httpx
-import orjson
 import websockets
 
 from ...clock import now_us
-from ..backoff import Backoff
+from ...backoff import Backoff
+from ...rest.client import AsyncVenueRest
 from ..link import await_greeting, open_link, transport_for
 from ...stream import Quote, book_key, health_key
 from ... import venues as venue_registry
@@ -58,7 +59,7 @@ class BookFeed:
         self._snapshot_tasks: dict[str, asyncio.Task] = {}
         self._requested: dict[str, float] = {}
         self._ws = None
-        self.http: httpx.AsyncClient | None = None
+        self.http: AsyncVenueRest | None = None
         self.connected = asyncio.Event()
         self.reconnects = 0
         self.rotations = 0
@@ -89,26 +90,9 @@ class BookFeed:
 
     # ------------------------------------------------------------------ REST
     async def _rest(self, req, headers: dict | None = None):
-        backoff = Backoff(base=0.1, cap=5.0)
-        last = ""
-        for _ in range(6):
-            try:
-                r = await self.http.request(req.method, req.path, params=req.params, json=req.json,
-                                            headers=headers)
-            except httpx.HTTPError as e:
-                last = f"{type(e).__name__}: {e}"
-            else:
-                wait = self.mod.retry_after(r.status_code, r.headers)
-                if wait is not None:
-                    await asyncio.sleep(wait)
-                    continue
-                if r.status_code < 400:
-                    return orjson.loads(r.content)
-                last = f"HTTP {r.status_code}: {r.text[:200]}"
-                if r.status_code < 500:
-                    break
-            await asyncio.sleep(backoff.next_delay())
-        raise RuntimeError(f"{self.venue} books REST {req.path}: {last}")
+        if headers:
+            req = dataclasses.replace(req, headers=headers)
+        return await self.http.call(req)
 
     async def _load_instruments(self) -> None:
         listed = self.mod.parse_instruments(await self._rest(self.mod.instruments_request()))
@@ -120,8 +104,7 @@ class BookFeed:
 
     # ------------------------------------------------------------------ main
     async def run(self, stop: asyncio.Event) -> None:
-        self.http = httpx.AsyncClient(base_url=self.rest_url, timeout=10.0,
-                                      headers={"User-Agent": "marketdata/0.1"})
+        self.http = AsyncVenueRest(self.mod, self.rest_url, backoff=(0.1, 5.0), label="books REST")
         tasks: list[asyncio.Task] = []
         pub_stop = asyncio.Event()
         try:

@@ -28,14 +28,14 @@ import orjson
 import psutil
 import yaml
 
-from .clock import now_us
-from .procs import default_signals, terminate
-from .simulator import sendlag
-from .storage.clickhouse import ClickHouse, LocalClickHouse
-from .storage.migrate import migrate
-from .storage.redis import EmbeddedRedis, client
-from .supervisor import DEMO_CREDENTIALS
-from .stream import STREAMS_SET, health_key, parse_stream_key
+from ..clock import now_us
+from ..procs import default_signals, terminate
+from ..simulator import sendlag
+from ..storage.clickhouse import ClickHouse, LocalClickHouse
+from ..storage.migrate import migrate
+from ..storage.redis import EmbeddedRedis, client
+from ..supervisor import DEMO_CREDENTIALS
+from ..stream import STREAMS_SET, health_key, parse_stream_key
 
 DEFAULT_SYMBOLS = ["BTC-USDT", "ETH-USDT", "SOL-USDT", "XRP-USDT", "DOGE-USDT", "ADA-USDT"]
 

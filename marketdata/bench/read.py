@@ -116,9 +116,9 @@ def main(argv: list[str] | None = None) -> int:
     a = ap.parse_args(argv)
     import polars as pl
 
-    from ..backfill.history import parse_time_us
+    from ..clock import parse_time_us
     from ..export.parquet import export
-    from .bars import bars
+    from ..read.bars import bars
 
     if a.symbols > len(BASES):
         ap.error(f"--symbols at most {len(BASES)}")

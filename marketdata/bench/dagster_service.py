@@ -25,9 +25,10 @@ from pathlib import Path
 
 import httpx
 
-from .procs import default_signals
+from ..clock import hour_keys
+from ..procs import default_signals
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]          # marketdata/bench/dagster_service.py -> the repo
 LOCATION = "marketdata"
 REPOSITORY = "__repository__"
 RUN_DONE = {"SUCCESS", "FAILURE", "CANCELED"}
@@ -259,7 +260,7 @@ class DagsterService:
                 if c["name"] != check or not c.get("partitionStatuses"):
                     continue
                 for r in c["partitionStatuses"].get("ranges", []):
-                    out.update({k: r["status"] for k in _hour_keys(r["startKey"], r["endKey"])})
+                    out.update({k: r["status"] for k in hour_keys(r["startKey"], r["endKey"])})
         return out
 
     def set_automation(self, running: bool) -> list[str]:
@@ -294,14 +295,3 @@ class DagsterService:
             names.append(s["name"])
         return names
 
-
-def _hour_keys(start: str, end: str) -> list[str]:
-    """Hourly partition keys start..end inclusive ('2026-01-05-10:00' form)."""
-    from datetime import datetime, timedelta
-    fmt = "%Y-%m-%d-%H:%M"
-    a, b = datetime.strptime(start, fmt), datetime.strptime(end, fmt)
-    out = []
-    while a <= b:
-        out.append(a.strftime(fmt))
-        a += timedelta(hours=1)
-    return out

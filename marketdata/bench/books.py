@@ -20,10 +20,10 @@ import time
 
 import orjson
 
-from ...simulator import SimulatorConfig
-from ...simulator.process import SimulatorProcess
-from ...venues import BOOKS as VENUES
-from .feed import BookFeed
+from ..simulator import SimulatorConfig
+from ..simulator.process import SimulatorProcess
+from ..venues import BOOKS as VENUES
+from ..ingest.books.feed import BookFeed
 
 SYMBOLS = {"kraken": ["BTC-USD", "ETH-USD"]}
 CHECKSUM_VENUES = {"okx", "kraken"}

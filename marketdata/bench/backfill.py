@@ -1,6 +1,6 @@
 """`marketdata bench --bars`: a 30-day backfill of bars_1m through Dagster, measured.
 
-    python -m marketdata.backfill.bench [--days 30] [--venues 10] [--symbols 20] [--trades-per-minute 3]
+    python -m marketdata.bench.backfill [--days 30] [--venues 10] [--symbols 20] [--trades-per-minute 3]
 
 1. A fresh embedded ClickHouse in a temp dir gets synthetic ticks generated inside ClickHouse
    (INSERT ... SELECT FROM numbers(), one statement per day): ``venues`` x ``symbols`` pairs,
@@ -19,8 +19,8 @@ DAGSTER_HOME -- so the policy cuts the runs and the run queue, run workers and s
 all in the number ("total" = launch to the last run's end; the backfill daemon wakes every 30 s,
 so up to 30 s of it is waiting for the daemon's next tick).
 
-This is a tool of the library package that drives Dagster, so it imports dagster (lazily); the
-loading/bars library itself never does.
+This is a tool of marketdata.bench, the package that drives Dagster, so it imports dagster (lazily);
+the loading/bars library itself never does.
 """
 
 from __future__ import annotations
@@ -35,8 +35,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..clock import US_PER_HOUR
-from .history import format_us, parse_time_us
+from ..clock import US_PER_HOUR, format_us, hour_key, parse_time_us
 
 VENUES = ["binance", "okx", "kucoin", "kraken", "coinbase", "bybit", "bitfinex", "gateio", "bitstamp", "alpaca"]
 BASES = ["BTC", "ETH", "SOL", "XRP", "DOGE", "ADA", "AVAX", "DOT", "LINK", "LTC", "BCH", "TRX", "ATOM",
@@ -105,7 +104,7 @@ class BenchResult:
 
 def generate(ch, start_us: int, days: int, venues: int, symbols: int, tpm: int) -> int:
     """Synthetic ticks and full coverage; returns the tick count."""
-    from .store import write
+    from ..backfill.store import write
     vs = VENUES[:venues] if venues <= len(VENUES) else [f"venue{i:02d}" for i in range(venues)]
     syms = [f"{b}-USDT" for b in BASES[:symbols]] if symbols <= len(BASES) else [f"S{i:03d}-USDT" for i in range(symbols)]
     pairs = len(vs) * len(syms)
@@ -127,7 +126,6 @@ def run_backfill(start_us: int, end_us: int, instance, per_run: int, log=print) 
     from ..definitions import defs
     from ..defs.bars.assets import bars_1m
     from ..defs.bars.checks import bars_1m_complete
-    from ..defs.partitions import hour_key
 
     out = []
     hours = list(range(start_us, end_us, US_PER_HOUR))
@@ -184,8 +182,7 @@ def run_backfill_daemon(start_us: int, end_us: int, work: Path, log=print) -> tu
     bars_1m over the range through the real webserver and daemon (its BackfillPolicy applies)."""
     import dagster as dg
 
-    from ..dagster_service import DagsterService
-    from ..defs.partitions import hour_key
+    from .dagster_service import DagsterService
 
     svc = DagsterService(work / "dagster_home", dict(os.environ), log_dir=work / "logs")
     t_start = time.monotonic()

@@ -2,12 +2,12 @@
 
 Drain (default): pre-load ticks into streams, then time one in-process worker draining them.
 
-    python -m marketdata.persist.bench [--ticks 1000000] [--streams 10] [--per-entry 100]
+    python -m marketdata.bench.persist [--ticks 1000000] [--streams 10] [--per-entry 100]
 
 Steady rate: a `python -m marketdata.persist` process persists while this process publishes at a
 fixed rate, flushing every stream every few ms like a connector; reports the worker's CPU.
 
-    python -m marketdata.persist.bench --rate 50000 --seconds 20 [--streams 10] [--flush-ms 5]
+    python -m marketdata.bench.persist --rate 50000 --seconds 20 [--streams 10] [--flush-ms 5]
 
 Starts its own redis-server and local ClickHouse server in a temp dir (removed afterwards). CPU is
 the worker process's; the redis-server and the ClickHouse server are separate processes.
@@ -33,7 +33,7 @@ from ..storage.migrate import migrate
 from ..storage.redis import EmbeddedRedis, client
 from ..stream import PERSIST_GROUP, STREAMS_SET, encode_entry, health_key, stream_key
 from ..tick import Tick
-from .worker import PersistWorker
+from ..persist.worker import PersistWorker
 
 BASE_US = 1_700_000_000_000_000
 
@@ -177,7 +177,7 @@ def steady(args, er: EmbeddedRedis, ch: ClickHouse, d: Path) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m marketdata.persist.bench")
+    ap = argparse.ArgumentParser(prog="python -m marketdata.bench.persist")
     ap.add_argument("--ticks", type=int, default=1_000_000, help="drain mode: ticks to pre-load")
     ap.add_argument("--streams", type=int, default=10)
     ap.add_argument("--per-entry", type=int, default=100, help="drain mode: ticks per entry")

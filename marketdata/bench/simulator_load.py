@@ -1,6 +1,6 @@
 """Measure the simulator's CPU cost while one connection receives at a given rate.
 
-    python -m marketdata.simulator.loadcheck --rate 50000 --seconds 15 [--streams trade,aggTrade]
+    python -m marketdata.bench.simulator_load --rate 50000 --seconds 15 [--streams trade,aggTrade]
 
 Starts ``python -m marketdata.simulator`` as a child process, connects one minimal raw WebSocket
 client (answers pings, counts frames, checks that Binance trade ids are consecutive per symbol),
@@ -19,8 +19,8 @@ from typing import Any
 
 import orjson
 
-from .core import SimulatorConfig
-from .process import SimulatorProcess
+from ..simulator.core import SimulatorConfig
+from ..simulator.process import SimulatorProcess
 
 
 async def _client(host: str, port: int, path: str, seconds: float, check: bool) -> dict[str, Any]:
@@ -106,7 +106,7 @@ async def _client(host: str, port: int, path: str, seconds: float, check: bool) 
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m marketdata.simulator.loadcheck")
+    ap = argparse.ArgumentParser(prog="python -m marketdata.bench.simulator_load")
     ap.add_argument("--rate", type=float, default=50000)
     ap.add_argument("--seconds", type=float, default=15)
     ap.add_argument("--symbols", default="BTC-USDT,ETH-USDT")
