@@ -9,7 +9,7 @@ book feed (``AsyncVenueRest``), history loads and gap repairs outside an event l
 * 4xx otherwise: ``RestError`` at once (a wrong symbol does not get better by retrying);
 * weight: every request declares its weight (``HttpRequest.weight``); the client spends at most
   ``weight_fraction`` of the venue's per-minute budget (read from the venue's instruments answer
-  where the module can, ``rest_weight_limit``; else ``default_weight_limit``; no pacing until a
+  where the venue can, ``rest_weight_limit``; else ``default_weight_limit``; no pacing until a
   budget is known), taking the venue's own count of used weight (``used_weight`` of the response
   headers) when it reports one, so the live connectors sharing the IP keep their headroom.
 
@@ -277,7 +277,7 @@ class VenueRest(_Attempts):
         return {s: listed[s] for s in symbols}
 
     def server_time_us(self) -> int | None:
-        """The venue clock, where the module knows how to ask for it."""
+        """The venue clock, where the venue says how to ask for it (``server_time_request``)."""
         if self.mod.server_time_request is None:
             return None
         return self.mod.parse_server_time(self.call(self.mod.server_time_request()))

@@ -24,7 +24,6 @@ from typing import Any
 
 import orjson
 
-from ..tick import Tick
 from .base import (Ack, HttpRequest, Ignored, Instrument, MalformedFrame, Reconnect, UnknownSymbol,
                    Unrecognised, Venue, VenueError, VenueOptions, int_field, json_object, seconds_in,
                    trade_tick)
