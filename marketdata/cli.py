@@ -136,7 +136,8 @@ def _main(argv: list[str]) -> int:
         if a.symbols:
             symbols = [s.strip() for s in a.symbols.split(",") if s.strip()]
         else:
-            from .config import ConfigError, load_config
+            from .config import load_config
+            from .errors import ConfigError
             try:
                 cfg = load_config(a.config, resolve_endpoints=False)
                 if venue in cfg.venues:
@@ -145,7 +146,7 @@ def _main(argv: list[str]) -> int:
             except ConfigError:
                 pass
         try:
-            venues.get(venue).validate_options(options)
+            options = venues.get(venue).validate_options(options)
         except ValueError as e:
             print(f"marketdata decode: {venue}: {e}", file=sys.stderr)
             return 2
@@ -160,7 +161,7 @@ def _main(argv: list[str]) -> int:
             "safe to run on every deploy. With $MARKETDATA_CLICKHOUSE_CLUSTER set, every statement runs "
             "ON CLUSTER with Replicated tables and Distributed tables over them (README, "
             "\"ClickHouse cluster\").")).parse_args(rest)
-        from .config import ConfigError
+        from .errors import ConfigError
         from .storage.clickhouse import ClickHouse
         from .storage.migrate import migrate
         ch = ClickHouse()

@@ -25,11 +25,10 @@ import orjson
 import yaml
 
 from . import settings
+from . import venues as venue_registry
+from .errors import ConfigError
 from .tick import split_symbol
-
-
-class ConfigError(ValueError):
-    pass
+from .venues.base import NoOptions, VenueOptions
 
 
 # WebSocket transports a venue's links can use (ingest/link.py says what each is).
@@ -48,9 +47,13 @@ class VenueConfig:
     idle_timeout: float | None = None      # None: the venue module's default
     max_lifetime: float | None = None      # rotate links after this many seconds (None: venue's)
     silent_after: float | None = None      # report a subscribed symbol silent this long (None: default)
-    options: dict[str, Any] = field(default_factory=dict)
+    options: VenueOptions = field(default_factory=NoOptions)   # typed per venue (venues/<name>.py Options)
     books: list[str] = field(default_factory=list)   # symbols whose order book is kept (and quoted)
     transport: str | None = None           # WebSocket transport (ingest/link.py); None: MARKETDATA_WS_TRANSPORT or picows
+
+    def __post_init__(self) -> None:
+        # a mapping (as written in a config, or from a test) becomes the venue's typed options
+        self.options = venue_registry.get(self.name).validate_options(self.options)
 
 
 @dataclass
@@ -95,8 +98,6 @@ def _known(section: str, given: dict, allowed: set[str]) -> None:
 
 def _books(where: str, name: str, raw: Any, symbols: list[str]) -> list[str]:
     """``books: true`` (every symbol), ``false``, or a list of the venue's symbols."""
-    from .ingest.books import VENUES as BOOK_VENUES
-
     if raw is False or raw is None:
         return []
     if raw is True:
@@ -110,9 +111,9 @@ def _books(where: str, name: str, raw: Any, symbols: list[str]) -> list[str]:
     else:
         raise ConfigError(f"{where}: venues.{name}.books must be true, false or a list of the venue's "
                           f"symbols, not {raw!r}")
-    if name not in BOOK_VENUES:
+    if name not in venue_registry.book_names():
         raise ConfigError(f"{where}: venues.{name}.books: {name} has no order-book support; venues with "
-                          f"books: {', '.join(BOOK_VENUES)}")
+                          f"books: {', '.join(venue_registry.book_names())}")
     return chosen
 
 
@@ -121,8 +122,6 @@ def load_config(path: str | Path | None = None, *, resolve_endpoints: bool = Tru
     """Read and validate the config (default: $MARKETDATA_CONFIG or ./marketdata.yaml).
     ``resolve_only``: resolve the simulator's endpoints for these venues only (a connector needs
     its own venue's; the others' simulator may run elsewhere); the rest get empty URLs."""
-    from . import venues as venue_registry
-
     path = Path(path or os.environ.get("MARKETDATA_CONFIG") or "marketdata.yaml")
     if not path.exists():
         raise ConfigError(f"config file {path} not found: pass --config or set MARKETDATA_CONFIG")
@@ -137,7 +136,7 @@ def load_config(path: str | Path | None = None, *, resolve_endpoints: bool = Tru
 def parse_config(raw: dict, *, path: Path | None = None, resolve_endpoints: bool = True,
                  registry=None, resolve_only: Collection[str] | None = None) -> Config:
     if registry is None:
-        from . import venues as registry
+        registry = venue_registry
     where = str(path) if path else "config"
     if not isinstance(raw, dict):
         raise ConfigError(f"{where}: expected a mapping at the top level")
@@ -169,9 +168,8 @@ def parse_config(raw: dict, *, path: Path | None = None, resolve_endpoints: bool
             except ValueError as e:
                 raise ConfigError(f"{where}: venues.{name}.symbols: {e}") from None
         module = registry.get(name)
-        options = dict(v.get("options") or {})
         try:
-            module.validate_options(options)
+            options = module.validate_options(v.get("options"))
         except ValueError as e:
             raise ConfigError(f"{where}: venues.{name}.options: {e}") from None
         eps = v.get("endpoints", default_endpoints)

@@ -83,7 +83,8 @@ def _ui(url: str | None) -> dict:
 
 
 def _configured_venues(config_path: str | None) -> tuple[dict[str, list[str]], str | None]:
-    from .config import ConfigError, load_config
+    from .config import load_config
+    from .errors import ConfigError
     try:
         cfg = load_config(config_path, resolve_endpoints=False)
         return {n: list(v.symbols) for n, v in cfg.venues.items()}, None

@@ -28,7 +28,8 @@ import orjson
 from . import settings
 from .bars.coverage import first_coverage_us
 from .clock import hour_key, now_us
-from .config import Config, ConfigError, load_config, simulator_endpoints_file
+from .config import Config, load_config, simulator_endpoints_file
+from .errors import ConfigError
 from .datadir_lock import DataDirLock, DataDirLocked
 from .backoff import Backoff
 from .procs import default_signals

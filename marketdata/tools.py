@@ -26,7 +26,8 @@ def _check_stream(r, target: str, key: str, config_path: str | None) -> None:
     starting); else raise NoSuchStream naming the streams that look like ``target``."""
     if r.exists(key):
         return
-    from .config import ConfigError, load_config
+    from .config import load_config
+    from .errors import ConfigError
     configured: set[str] = set()
     try:
         cfg = load_config(config_path, resolve_endpoints=False)
@@ -86,7 +87,7 @@ def decode(venue: str, symbols: list[str], inp: IO = sys.stdin, out: IO = sys.st
     before `id_market`) are ticks too. Returns counts of ticks, malformed frames, unrecognised
     frames, unknown symbols and unsequenced trades."""
     mod = venue_registry.get(venue)
-    options = options or {}
+    options = mod.validate_options(options)
     parser = mod.Parser({mod.to_venue_symbol(s): s for s in symbols}, options)
     counts = {"frames": 0, "ticks": 0, "malformed": 0, "unrecognised": 0, "unknown_symbol": 0,
               "unsequenced": 0, "other": 0}

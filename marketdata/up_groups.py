@@ -22,7 +22,8 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Mapping
 
-from .config import Config, ConfigError
+from .config import Config
+from .errors import ConfigError
 
 GROUPS: dict[str, str] = {
     "redis": "the embedded redis-server",

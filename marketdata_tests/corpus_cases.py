@@ -33,8 +33,8 @@ def load(venue: str) -> list[dict]:
 
 def parser_for(venue: str, case: dict):
     mod = venues.get(venue)
-    mod.validate_options(case["options"])
-    return mod.Parser({mod.to_venue_symbol(s): s for s in case["symbols"]}, case["options"])
+    options = mod.validate_options(case["options"])
+    return mod.Parser({mod.to_venue_symbol(s): s for s in case["symbols"]}, options)
 
 
 def tick_view(t: Tick) -> dict:

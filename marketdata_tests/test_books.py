@@ -16,9 +16,10 @@ from marketdata.venues import binance_book as bbin
 from marketdata.venues import kraken_book as bkr
 from marketdata.venues import okx_book as bokx
 from marketdata.ingest.books.feed import BookFeed
-from marketdata.ingest.books.local import ASK, BID, LocalBook
-from marketdata.ingest.books.sync import NEED_SNAPSHOT, NOTHING, RESUBSCRIBE, BookDelta, BookSnapshot, BookSync
-from marketdata.config import ConfigError, parse_config
+from marketdata.venues.book import ASK, BID, BookDelta, BookSnapshot, LocalBook
+from marketdata.ingest.books.sync import NEED_SNAPSHOT, NOTHING, RESUBSCRIBE, BookSync
+from marketdata.config import parse_config
+from marketdata.errors import ConfigError
 from marketdata.storage.redis import async_client, client
 from marketdata.stream import (QUOTE_STREAMS_SET, Quote, book_key, decode_quotes, encode_quotes, health_key,
                                quotes_key)
@@ -52,7 +53,7 @@ def _d(U, u, bids=(), asks=()):
 
 
 def test_sync_binance_rule_buffers_aligns_and_resyncs_on_gap():
-    s = BookSync("BTC-USDT", bbin)
+    s = BookSync("BTC-USDT", bbin.BinanceBook)
     assert s.start() == NEED_SNAPSHOT
     assert s.on_delta(_d(95, 100, bids=[("10", "1")])) == NOTHING        # buffered
     assert s.on_delta(_d(101, 104, bids=[("10", "2")], asks=[("12", "1")])) == NOTHING
@@ -80,7 +81,7 @@ def test_sync_binance_rule_buffers_aligns_and_resyncs_on_gap():
 
 
 def test_sync_okx_rule_chains_on_prev_seq_and_checks_the_checksum():
-    s = BookSync("ETH-USDT", bokx)
+    s = BookSync("ETH-USDT", bokx.OkxBook)
     assert s.start() == NOTHING
     bids, asks = [["100", "1", "0", "1"], ["99", "2", "0", "1"]], [["101", "1", "0", "1"]]
     cs = bokx.okx_checksum([("100", "1"), ("99", "2")], [("101", "1")])
@@ -100,7 +101,7 @@ def test_sync_okx_rule_chains_on_prev_seq_and_checks_the_checksum():
 
 
 def test_kraken_checksum_and_truncation_to_the_view():
-    s = BookSync("BTC-USD", bkr)
+    s = BookSync("BTC-USD", bkr.KrakenBook)
     s.depth = 2
     asks = [["0.05005", "0.00000500", "1"], ["0.05010", "1.0", "1"], ["0.05020", "2.0", "1"]]
     bids = [["0.05000", "1.50000000", "1"]]

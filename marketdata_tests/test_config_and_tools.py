@@ -8,7 +8,8 @@ import sys
 import orjson
 import pytest
 
-from marketdata.config import ConfigError, parse_config
+from marketdata.config import parse_config
+from marketdata.errors import ConfigError
 from marketdata.stream import encode_entry, stream_key
 from marketdata.tick import Tick
 
@@ -128,7 +129,8 @@ def test_tail_prints_ticks_from_the_stream(tmp_path, redis_server, redis_client)
 
 
 def test_kraken_book_depth_is_a_venue_option():
-    from marketdata.config import ConfigError, parse_config
+    from marketdata.config import parse_config
+    from marketdata.errors import ConfigError
 
     venue = {"symbols": ["BTC-USD"], "ws_url": "ws://x", "rest_url": "http://x", "books": True}
     cfg = parse_config({"venues": {"kraken": {**venue, "options": {"book_depth": 25}}}}, resolve_endpoints=False)

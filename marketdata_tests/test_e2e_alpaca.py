@@ -107,7 +107,7 @@ def test_alpaca_wrong_secret_is_reported_as_402_and_never_logged(pipeline_factor
 
 
 def test_alpaca_missing_keys_fail_the_start_naming_the_variables(monkeypatch):
-    from marketdata.config import ConfigError
+    from marketdata.errors import ConfigError
     from marketdata.venues import alpaca
 
     monkeypatch.delenv("APCA_API_KEY_ID", raising=False)

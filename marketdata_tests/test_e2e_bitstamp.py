@@ -14,7 +14,8 @@ import asyncio
 import pytest
 
 from marketdata.clock import US_PER_MINUTE
-from marketdata.config import ConfigError, VenueConfig
+from marketdata.config import VenueConfig
+from marketdata.errors import ConfigError
 from marketdata.ingest.connector import VenueConnector
 from marketdata.simulator import Simulator, SimulatorConfig
 

@@ -26,7 +26,7 @@ from websockets.asyncio.client import connect
 from marketdata import tools
 from marketdata.bars.reconcile import fetch_candles
 from marketdata.clock import US_PER_MINUTE
-from marketdata.venues import kraken
+from marketdata.venues.kraken import Kraken as kraken
 from marketdata.venues.base import MalformedFrame
 
 from .harness import wait_for
@@ -87,8 +87,8 @@ def test_kraken_v1_reconnects_keep_trades_on_their_symbol(pipeline_factory, clic
         async with connect(url) as a, connect(url) as b:
             parsers = []
             for ws in (a, b):
-                parser = kraken.Parser({"XBT/USD": "BTC-USD", "XDG/USD": "DOGE-USD"}, {"protocol": "v1"})
-                rid, msg = kraken.subscribe_messages(["XBT/USD", "XDG/USD"], {"protocol": "v1"})[0]
+                parser = kraken.Parser({"XBT/USD": "BTC-USD", "XDG/USD": "DOGE-USD"}, kraken.Options(protocol="v1"))
+                rid, msg = kraken.subscribe_messages(["XBT/USD", "XDG/USD"], kraken.Options(protocol="v1"))[0]
                 await ws.send(msg)
                 while not any(getattr(e, "request_id", None) == rid for e in parser.parse(await ws.recv(), 0)):
                     pass
@@ -195,8 +195,8 @@ def test_kraken_options_and_names():
     kraken.validate_options({"protocol": "v1"})
     with pytest.raises(ValueError, match="protocol must be one of"):
         kraken.validate_options({"protocol": "v3"})
-    assert kraken.sequence_rules({}) == (True, "time")
-    assert kraken.sequence_rules({"protocol": "v1"}) == (False, "time")
+    assert kraken.sequence_rules(kraken.Options()) == (True, "time")
+    assert kraken.sequence_rules(kraken.Options(protocol="v1")) == (False, "time")
     body = {"error": [], "result": {
         "XXBTZUSD": {"altname": "XBTUSD", "wsname": "XBT/USD", "base": "XXBT", "quote": "ZUSD", "status": "online"},
         "XXBTZUSD.d": {"altname": "XBTUSD.d", "base": "XXBT", "quote": "ZUSD", "status": "online"},
@@ -218,17 +218,17 @@ def test_trades_pages_v1_never_split_a_microsecond():
     rows = [["100.0", "1.00000000", (base + i) / 1e6, "b", "m", "", 500 + i] for i in range(997)]
     rows += [["100.0", "2.00000000", (base + 997) / 1e6, "s", "l", "", 1497 + k] for k in range(3)]
     ticks, cursor, complete = kraken.parse_history_page(_trades_page(rows, "999"), "BTC-USD", 0,
-                                                        {"protocol": "v1"}, base, None)
+                                                        kraken.Options(protocol="v1"), base, None)
     assert complete and len(ticks) == 997 and ticks[-1].ts_us == base + 996
     assert cursor == str((base + 997) * 1000 - 1)
     # the next page holds the three identical fills of that µs: three distinct ids
-    nxt, cursor, _ = kraken.parse_history_page(_trades_page(rows[997:], "x"), "BTC-USD", 0, {"protocol": "v1"},
+    nxt, cursor, _ = kraken.parse_history_page(_trades_page(rows[997:], "x"), "BTC-USD", 0, kraken.Options(protocol="v1"),
                                                base, None)
     assert cursor is None and len({t.trade_id for t in nxt}) == 3
     # v2 keeps the venue's ids and its cursor; a row past the end stops paging
-    ticks, cursor, _ = kraken.parse_history_page(_trades_page(rows, "999"), "BTC-USD", 0, {}, base + 10, base + 20)
+    ticks, cursor, _ = kraken.parse_history_page(_trades_page(rows, "999"), "BTC-USD", 0, kraken.Options(), base + 10, base + 20)
     assert [t.trade_id for t in ticks] == [str(500 + i) for i in range(10, 21)] and cursor is None
-    ticks, cursor, _ = kraken.parse_history_page(_trades_page(rows, "999"), "BTC-USD", 0, {}, base, None)
+    ticks, cursor, _ = kraken.parse_history_page(_trades_page(rows, "999"), "BTC-USD", 0, kraken.Options(), base, None)
     assert len(ticks) == 1000 and cursor == "999"
-    assert kraken.history_by_time_request("XBT/USD", base, None, {}).params == \
+    assert kraken.history_by_time_request("XBT/USD", base, None, kraken.Options()).params == \
         {"pair": "XBTUSD", "since": str(base * 1000 - 1), "count": 1000}

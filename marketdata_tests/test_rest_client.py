@@ -20,7 +20,7 @@ import httpx
 import pytest
 
 from marketdata import venues as venue_registry
-from marketdata.ingest.books import venue_module
+from marketdata.venues import book as venue_module
 from marketdata.rest.client import AsyncVenueRest, RestError, VenueRest, retry_rule
 from marketdata.venues.base import HttpRequest
 

@@ -9,7 +9,8 @@ from __future__ import annotations
 import pytest
 
 from marketdata.clock import now_us
-from marketdata.config import ConfigError, parse_config
+from marketdata.config import parse_config
+from marketdata.errors import ConfigError
 from marketdata.ingest.health import HealthBounds, evaluate_venue
 from marketdata.ingest.sequence import SymbolSequence
 from marketdata.ingest.silence import SilenceWatch

@@ -27,7 +27,8 @@ import pytest
 import yaml
 
 from marketdata.clock import US_PER_MINUTE
-from marketdata.config import ConfigError, load_config
+from marketdata.config import load_config
+from marketdata.errors import ConfigError
 from marketdata.bench.dagster_service import DagsterService
 from marketdata.procs import default_signals
 from marketdata.storage.redis import free_port

@@ -155,9 +155,11 @@ def find_coverage_holes(ch, *, now: int | None = None, horizon_us: int = DEFAULT
 
 def _repairable(exchange: str) -> bool:
     try:
-        return can_repair_by_time(venue_registry.get(exchange))
+        mod = venue_registry.get(exchange)
     except KeyError:
         return True          # an unknown venue: the repair says why it skips it
+    # no config here: the venue's default options (no venue's option changes how it pages by time)
+    return can_repair_by_time(mod, mod.Options())
 
 
 def record_coverage_holes(ch, **kw) -> list[Gap]:

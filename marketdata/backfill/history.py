@@ -2,9 +2,9 @@
 into ``ticks`` (source 'backfill'), page by page, resumably, and vouch for the loaded span in
 ``coverage``.
 
-How a venue pages its history is its module's ``BACKFILL_BY`` (``backfill_by``): "id" (Binance),
+How a venue pages its history is its contract's ``BACKFILL_BY`` (``backfill_by``): "id" (Binance),
 "time" (Kraken, Bitfinex, Gate.io, Alpaca); a venue whose REST keeps only its latest trades or
-cannot find where a time starts (Bybit, KuCoin, Bitstamp, Coinbase, OKX) fails with its module's
+cannot find where a time starts (Bybit, KuCoin, Bitstamp, Coinbase, OKX) fails with its contract's
 ``NO_BACKFILL`` reason.
 
 By id, per symbol:
@@ -41,8 +41,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
-from types import ModuleType
-from typing import Callable
+from typing import Any, Callable, Mapping
 
 from .. import venues as venue_registry
 from ..clock import format_us, now_us
@@ -50,6 +49,7 @@ from ..gap import Gap
 from ..tick import Tick
 from ..rest.client import RestError, VenueRest
 from ..rest.pager import IdPager, TimePager, first_id, page_limit
+from ..venues.base import Venue, VenueOptions
 from . import store as S
 
 log = logging.getLogger("marketdata.backfill")
@@ -101,7 +101,7 @@ class HistoryResult:
 class _Loader:
     """One symbol's load; state between pages."""
 
-    def __init__(self, ch, rest: VenueRest, mod: ModuleType, options: dict, p: S.Progress,
+    def __init__(self, ch, rest: VenueRest, mod: type[Venue], options: VenueOptions, p: S.Progress,
                  venue_symbol: str, page_size: int, flush_pages: int,
                  on_progress: ProgressCallback | None):
         self.ch, self.rest, self.mod, self.options, self.p = ch, rest, mod, options, p
@@ -116,7 +116,7 @@ class _Loader:
         self.last_ts = p.loaded_to_us             # time of the trade before the next one
         self.trades_this_run = 0
         self.pages_this_run = 0
-        self.lateness = int(getattr(mod, "LATENESS_US", 2_000_000))
+        self.lateness = int(mod.LATENESS_US)
 
     def first_id(self, at_us: int) -> int | None:
         return first_id(self.rest.call, self.mod, self.vs, at_us, self.options)
@@ -215,7 +215,7 @@ class _Loader:
 
 
 def load_history(ch, venue: str, symbols: list[str], start_us: int, end_us: int, *,
-                 rest_url: str, options: dict | None = None, page_size: int | None = None,
+                 rest_url: str, options: Mapping[str, Any] | None = None, page_size: int | None = None,
                  weight_fraction: float = 0.5, restart: bool = False, flush_pages: int = 20,
                  max_pages: int | None = None, on_progress: ProgressCallback | None = None,
                  stop: Callable[[], bool] | None = None, rest: VenueRest | None = None,
@@ -231,7 +231,7 @@ def load_history(ch, venue: str, symbols: list[str], start_us: int, end_us: int,
         raise ValueError(f"empty range: {format_us(start_us)} .. {format_us(end_us)}")
     mod = venue_registry.get(venue)
     by = backfill_by(mod)
-    options = dict(options or {})
+    options = mod.validate_options(options)
     page_size = page_limit(mod, page_size)
     stop = stop or (lambda: False)
     t0 = time.monotonic()
@@ -283,22 +283,20 @@ def load_history(ch, venue: str, symbols: list[str], start_us: int, end_us: int,
     return res
 
 
-def backfill_by(mod: ModuleType) -> str:
-    """How a historical backfill pages this venue's REST: "id" or "time" (its module's
-    ``BACKFILL_BY``); ``BackfillError`` with the module's ``NO_BACKFILL`` reason otherwise."""
-    by = getattr(mod, "BACKFILL_BY", None)
+def backfill_by(mod: type[Venue]) -> str:
+    """How a historical backfill pages this venue's REST: "id" or "time" (its contract's
+    ``BACKFILL_BY``); ``BackfillError`` with its ``NO_BACKFILL`` reason otherwise."""
+    by = mod.BACKFILL_BY
     if by == "id":
-        for fn in ("first_id_request", "first_id_at", "history_by_id_request", "parse_history"):
-            if not hasattr(mod, fn):
-                raise BackfillError(f"venue {mod.NAME} has no REST trade history by time and id ({fn})")
-        if not getattr(mod, "SEQUENTIAL_IDS", False):
+        if mod.first_id_request is None:
+            raise BackfillError(f"venue {mod.NAME} has no REST trade history by time and id (first_id_request)")
+        if not mod.SEQUENTIAL_IDS:
             raise BackfillError(f"venue {mod.NAME}: trade ids are not sequential; history by id cannot prove "
                                 "a span complete")
         return by
-    if by == "time" and hasattr(mod, "history_by_time_request"):
+    if by == "time" and mod.history_by_time_request is not None:
         return by
-    why = getattr(mod, "NO_BACKFILL", "its module declares no REST history paging (BACKFILL_BY)")
-    raise BackfillError(f"venue {mod.NAME} cannot be backfilled from REST: {why}")
+    raise BackfillError(f"venue {mod.NAME} cannot be backfilled from REST: {mod.NO_BACKFILL}")
 
 
 def backfill_venues() -> dict[str, str]:
@@ -322,7 +320,7 @@ class _TimeLoader:
     window is read only once our clock, less the venue's lateness, is past its end (venues paged by
     time publish no clock); short of the range's end the load stops ``incomplete``."""
 
-    def __init__(self, ch, rest: VenueRest, mod: ModuleType, options: dict, venue: str, sym: str, vs: str,
+    def __init__(self, ch, rest: VenueRest, mod: type[Venue], options: VenueOptions, venue: str, sym: str, vs: str,
                  start_us: int, end_us: int, p: S.Progress | None, window_us: int,
                  on_progress: ProgressCallback | None):
         if p is None:
@@ -331,7 +329,7 @@ class _TimeLoader:
         self.ch, self.rest, self.mod, self.options, self.p, self.vs = ch, rest, mod, options, p, vs
         self.window_us = max(1, int(window_us))
         self.on_progress = on_progress
-        self.lateness = int(getattr(mod, "LATENESS_US", 2_000_000))
+        self.lateness = int(mod.LATENESS_US)
         self.all_gaps: list[Gap] = []
         self.trades_this_run = 0
         self.pages_this_run = 0
@@ -387,7 +385,7 @@ class _TimeLoader:
             self.on_progress(p)
 
 
-def _start(ch, rest: VenueRest, mod: ModuleType, options: dict, venue: str, sym: str, vs: str,
+def _start(ch, rest: VenueRest, mod: type[Venue], options: VenueOptions, venue: str, sym: str, vs: str,
            start_us: int, end_us: int, p: S.Progress | None, page_size: int, flush_pages: int,
            on_progress: ProgressCallback | None) -> _Loader | None:
     """A loader positioned at the cursor (or at the range start); None when there is nothing to

@@ -44,6 +44,7 @@ from ..gap import Gap
 from ..persist.rows import GAP_COLUMNS
 from ..rest.client import RestError, VenueRest
 from ..rest.pager import IdPager, TimePager, first_id, ids_between, ids_over_time
+from ..venues.base import Venue, VenueOptions
 from . import store as S
 
 log = logging.getLogger("marketdata.repair")
@@ -163,24 +164,27 @@ def attempts_of(ch, gaps: list[Gap]) -> dict[tuple[str, str, str], int]:
 
 # --- one gap ----------------------------------------------------------------------------------
 
-def _repair_by(mod) -> str | None:
-    return getattr(mod, "REPAIR_BY", "id" if getattr(mod, "SEQUENTIAL_IDS", False) else None)
+def repair_rules(mod: type[Venue], options: VenueOptions) -> tuple[bool, str | None]:
+    """(sequential ids, repair by) under the venue's configured options, as the connector reads
+    them (``Venue.sequence_rules``): Kraken v1 has no sequential ids, v2 has."""
+    return mod.sequence_rules(options)
 
 
-def can_repair_by_time(mod) -> bool:
+def can_repair_by_time(mod: type[Venue], options: VenueOptions) -> bool:
     """Whether ``repair_gap`` can refetch a span named only by time (a gap without ids) from this
     venue's REST history: by id from the first trade at a time, or by time pages."""
-    repair_by = _repair_by(mod)
-    return ((repair_by == "id" and hasattr(mod, "first_id_request"))
-            or (repair_by == "time" and hasattr(mod, "history_by_time_request")))
+    repair_by = repair_rules(mod, options)[1]
+    return ((repair_by == "id" and mod.first_id_request is not None)
+            or (repair_by == "time" and mod.history_by_time_request is not None))
 
 
-def repair_gap(ch, rest: VenueRest, vs: str, options: dict, gap: Gap, *, page_size: int | None = None,
+def repair_gap(ch, rest: VenueRest, vs: str, options: VenueOptions, gap: Gap, *, page_size: int | None = None,
                attempts_before: int = 0) -> GapOutcome:
     mod = rest.mod
     now = now_us()
-    repair_by = _repair_by(mod)
-    by_id = bool(gap.from_id and gap.to_id and repair_by == "id")
+    sequential, repair_by = repair_rules(mod, options)
+    # ids name a gap only where they are sequential (the connector opens id holes only then)
+    by_id = bool(sequential and gap.from_id and gap.to_id and repair_by == "id")
     if by_id:
         lo, hi = mod.trade_id_int(gap.from_id), mod.trade_id_int(gap.to_id)
         if hi < lo:
@@ -190,14 +194,14 @@ def repair_gap(ch, rest: VenueRest, vs: str, options: dict, gap: Gap, *, page_si
         ticks, missing = ids_between(rest.call, IdPager(mod, vs, gap.symbol, options, lo, page_size), hi)
         complete, how = missing == 0, "rest_by_id"
         why = (f"venue history does not return {missing} of {hi - lo + 1} missing ids" if missing else "")
-    elif repair_by == "id" and hasattr(mod, "first_id_request"):
+    elif repair_by == "id" and mod.first_id_request is not None:
         first = first_id(rest.call, mod, vs, gap.from_us, options)
         ticks, skipped, passed = ([], 0, False) if first is None else ids_over_time(
             rest.call, IdPager(mod, vs, gap.symbol, options, first, page_size), gap.to_us)
         complete, how, missing = skipped == 0 and passed, "rest_by_time", skipped
         why = ("" if complete else f"venue history skips {skipped} ids in the span" if skipped
                else "venue history does not reach past the end of the gap")
-    elif repair_by == "time" and hasattr(mod, "history_by_time_request"):
+    elif repair_by == "time" and mod.history_by_time_request is not None:
         pager = rest.drain(TimePager(mod, vs, gap.symbol, options, gap.from_us, gap.to_us))
         ticks, complete = pager.ticks, pager.complete
         how, missing = "rest_by_time", 0

@@ -30,16 +30,15 @@ import os
 import time
 from dataclasses import dataclass, field
 from decimal import Decimal
-from types import ModuleType
 from typing import Any, Callable, Iterable, Mapping
 
 import httpx
 
 from .. import venues as venue_registry
 from ..clock import US_PER_HOUR, US_PER_MINUTE, iso_minute
-from ..rest.client import retry_rule
 from .universe import Pair, normalize_pairs, pair_key, pairs_param
 from ..settings import env_number
+from ..venues.base import Venue
 
 ENV_TIMEOUT_S = "MARKETDATA_RECONCILE_TIMEOUT_S"
 ENV_VOLUME_REL_TOL = "MARKETDATA_RECONCILE_VOLUME_REL_TOL"
@@ -180,8 +179,8 @@ def stored_bars(ch, start_us: int, end_us: int, pairs: Iterable | None = None) -
 
 # --- venue candles ------------------------------------------------------------------------------
 
-def supports_candles(mod: ModuleType) -> bool:
-    return all(hasattr(mod, a) for a in ("candles_request", "parse_candles", "to_venue_symbol"))
+def supports_candles(mod: type[Venue]) -> bool:
+    return mod.candles_request is not None
 
 
 def _dec(v: Any) -> Decimal | None:
@@ -192,7 +191,7 @@ class CandleFetchError(RuntimeError):
     pass
 
 
-def fetch_candles(mod: ModuleType, http: httpx.Client, symbol: str, start_us: int, end_us: int, *,
+def fetch_candles(mod: type[Venue], http: httpx.Client, symbol: str, start_us: int, end_us: int, *,
                   attempts: int = 4) -> dict[int, Candle]:
     """The venue's 1-minute candles with open time in [start_us, end_us), paging as needed."""
     venue_symbol = mod.to_venue_symbol(symbol)
@@ -218,7 +217,7 @@ def fetch_candles(mod: ModuleType, http: httpx.Client, symbol: str, start_us: in
     return out
 
 
-def _get(mod: ModuleType, http: httpx.Client, req, attempts: int) -> Any:
+def _get(mod: type[Venue], http: httpx.Client, req, attempts: int) -> Any:
     last = ""
     for i in range(attempts):
         try:
@@ -228,7 +227,7 @@ def _get(mod: ModuleType, http: httpx.Client, req, attempts: int) -> Any:
         except httpx.HTTPError as e:
             last = f"{type(e).__name__}: {e}"
         else:
-            wait = retry_rule(mod).wait_s(r.status_code, r.headers)
+            wait = mod.RETRY_AFTER.wait_s(r.status_code, r.headers)
             if wait is not None:
                 last = f"HTTP {r.status_code} (rate limited)"
                 if wait > 30:
@@ -330,7 +329,7 @@ def reconcile(ch, start_us: int, end_us: int, venues: Mapping[str, Any], *,
         if not rest_url:
             result.unsupported[venue] = "no REST endpoint configured (venue not in the config, or endpoints unresolved)"
             continue
-        has_count = bool(getattr(mod, "CANDLES_HAVE_TRADE_COUNT", True))
+        has_count = mod.CANDLES_HAVE_TRADE_COUNT
         unreachable = ""
         with factory(rest_url, timeout_s) as http:
             for sym in symbols:

@@ -22,7 +22,7 @@ import orjson
 
 from ..simulator import SimulatorConfig
 from ..simulator.process import SimulatorProcess
-from ..ingest.books import VENUES
+from ..venues import BOOKS as VENUES
 from ..ingest.books.feed import BookFeed
 
 SYMBOLS = {"kraken": ["BTC-USD", "ETH-USD"]}

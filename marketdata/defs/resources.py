@@ -20,7 +20,8 @@ from pathlib import Path
 import dagster as dg
 
 from ..bars.universe import Pair, pairs_from_config
-from ..config import Config, ConfigError, load_config
+from ..config import Config, load_config
+from ..errors import ConfigError
 from ..settings import redis_url
 from ..storage.clickhouse import ClickHouse
 from ..storage.redis import client as redis_client

@@ -12,20 +12,20 @@ import asyncio
 import logging
 import os
 import time
-from types import ModuleType
 
 import websockets
 
 from .. import settings
 from .. import venues as venue_registry
 from ..clock import now_us
-from ..config import ConfigError, VenueConfig
+from ..config import VenueConfig
+from ..errors import ConfigError
 from ..gap import Gap
 from ..storage.redis import async_client
 from ..stream import health_key, sequence_key
 from ..tick import Tick
 from ..venues.base import (Ack, HttpRequest, LastTradeId, MalformedFrame, Pause, Reconnect, Replay,
-                           UnknownSymbol, Unrecognised, Unsequenced, VenueError)
+                           UnknownSymbol, Unrecognised, Unsequenced, Venue, VenueError)
 from ..backoff import Backoff
 from ..rest.client import AsyncVenueRest, RestError
 from ..rest.pager import IdPager, TimePager
@@ -61,16 +61,13 @@ class VenueConnector:
                  coverage_interval: float = 0.2, health_interval: float = 1.0,
                  flush_ms: float = 5.0):
         self.cfg = cfg
-        self.mod: ModuleType = venue_registry.get(cfg.name)
+        self.mod: type[Venue] = venue_registry.get(cfg.name)
         self.name = cfg.name
         self.redis_url = redis_url
         self.idle_timeout = float(cfg.idle_timeout or self.mod.IDLE_TIMEOUT)
         self.transport = transport_for(cfg.transport)     # a bad name fails the start
-        # Sequence rules may depend on options (Kraken v2 ids vs v1 none): the module's
-        # `sequence_rules(options)` if it has one, else its constants.
-        rules = getattr(self.mod, "sequence_rules", None)
-        self.sequential, self.repair_by = rules(cfg.options) if rules else (
-            self.mod.SEQUENTIAL_IDS, getattr(self.mod, "REPAIR_BY", "id" if self.mod.SEQUENTIAL_IDS else None))
+        # Sequence rules may depend on options (Kraken v2 ids vs v1 none).
+        self.sequential, self.repair_by = self.mod.sequence_rules(cfg.options)
         self.coverage_interval = coverage_interval
         self.idle_coverage_interval = max(coverage_interval, 1.0)
         self.health_interval = health_interval
@@ -243,27 +240,23 @@ class VenueConnector:
         rotated (make-before-break), else None; raises when the link was lost."""
         mod, opts = self.mod, self.cfg.options
         session = None
-        session_req = getattr(mod, "session_request", None)
-        if session_req is not None:
-            req = session_req(opts)
-            if req is not None:
-                session = mod.parse_session(await self.rest(req))
+        if mod.session_request is not None:
+            session = mod.parse_session(await self.rest(mod.session_request(opts)))
         url = mod.connect_url(self.cfg.ws_url, venue_symbols, opts, session)
         parser = mod.Parser(dict(self.by_venue_symbol), opts)
-        keepalive = mod.keepalive(opts, session) if hasattr(mod, "keepalive") else None
+        keepalive = mod.keepalive(opts, session)
         # A session that expires (venue token) or a link the venue cuts after a lifetime (Binance
         # 24 h) is rotated before its end, so no reconnect span ever opens.
-        ttl = mod.session_ttl(session, opts) if hasattr(mod, "session_ttl") else None
-        ttl = ttl or self.cfg.max_lifetime or float(getattr(mod, "MAX_LIFETIME", 0) or 0) or None
+        ttl = mod.session_ttl(session, opts) or self.cfg.max_lifetime or float(mod.MAX_LIFETIME) or None
         async with open_link(url, self.transport, max_queue=256, max_size=2 ** 23) as ws:
             self.connected += 1
             link.open = True
             self._wires[link] = ws
             log.info("%s connection %d open (%s): %s", self.name, idx, self.transport,
                      settings.redact(url.split("?")[0]))
-            if not getattr(parser, "ready", True):
+            if mod.GREETING:
                 await self._await_greeting(ws, parser)
-            if hasattr(mod, "auth_messages"):
+            if mod.auth_messages is not None:
                 await self._authenticate(ws, parser, mod.auth_messages(opts), idx)
             pending_acks = set()
             for rid, msg in mod.subscribe_messages(venue_symbols, opts):
@@ -372,7 +365,7 @@ class VenueConnector:
         gaps: list[Gap] = []
         name = self.name
         sequential = self.sequential
-        span_is_count = getattr(self.mod, "ID_SPAN_IS_COUNT", False)
+        span_is_count = self.mod.ID_SPAN_IS_COUNT
         paused = False
         async for frame in ws:
             recv = now_us()

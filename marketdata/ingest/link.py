@@ -34,7 +34,8 @@ from typing import AsyncIterator
 from websockets.asyncio.client import ClientConnection, connect
 
 from ..clock import now_us
-from ..config import WS_TRANSPORTS, ConfigError
+from ..config import WS_TRANSPORTS
+from ..errors import ConfigError
 from ..venues.base import MalformedFrame, Reconnect, VenueError
 
 # picows measured better: `marketdata bench` over all ten venues at 100k/s asked, ingest CPU per

@@ -8,7 +8,8 @@ import logging
 import signal
 import sys
 
-from ..config import ConfigError, load_config
+from ..config import load_config
+from ..errors import ConfigError
 from .connector import VenueConnector
 
 log = logging.getLogger("marketdata.ingest")

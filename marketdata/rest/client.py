@@ -9,7 +9,7 @@ book feed (``AsyncVenueRest``), history loads and gap repairs outside an event l
 * 4xx otherwise: ``RestError`` at once (a wrong symbol does not get better by retrying);
 * weight: every request declares its weight (``HttpRequest.weight``); the client spends at most
   ``weight_fraction`` of the venue's per-minute budget (read from the venue's instruments answer
-  where the module can, ``rest_weight_limit``; else ``default_weight_limit``; no pacing until a
+  where the venue can, ``rest_weight_limit``; else ``default_weight_limit``; no pacing until a
   budget is known), taking the venue's own count of used weight (``used_weight`` of the response
   headers) when it reports one, so the live connectors sharing the IP keep their headroom.
 
@@ -23,7 +23,6 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass, field
-from types import ModuleType
 from typing import Any, Callable, Generator
 
 import httpx
@@ -31,8 +30,7 @@ import orjson
 
 from .. import venues as venue_registry
 from ..backoff import Backoff
-from ..venues.base import HttpRequest
-from ..venues.retry_after import DEFAULT as DEFAULT_RETRY_AFTER
+from ..venues.base import BookVenue, HttpRequest, Venue
 from ..venues.retry_after import RetryAfter
 
 log = logging.getLogger("marketdata.rest")
@@ -96,9 +94,9 @@ class RestStats:
                 "throttled_s": round(self.throttled_s, 3), "retry_wait_s": round(self.retry_wait_s, 3)}
 
 
-def retry_rule(mod: ModuleType) -> RetryAfter:
-    """The venue's "wait" rule: its module's ``RETRY_AFTER``, else the common one."""
-    return getattr(mod, "RETRY_AFTER", DEFAULT_RETRY_AFTER)
+def retry_rule(venue: type[Venue] | type[BookVenue]) -> RetryAfter:
+    """The venue's "wait" rule: its contract's ``RETRY_AFTER`` (the common one unless it differs)."""
+    return venue.RETRY_AFTER
 
 
 _SLEEP, _SEND, _DONE = "sleep", "send", "done"
@@ -117,14 +115,13 @@ class _Attempts:
     """What both clients share: the venue, its wait rule, the weight budget, the statistics, and
     the attempt loop of one call as steps (see the module doc)."""
 
-    def __init__(self, venue: str | ModuleType, base_url: str, *, weight_fraction: float = 0.5,
+    def __init__(self, venue: str | type[Venue] | type[BookVenue], base_url: str, *, weight_fraction: float = 0.5,
                  default_weight_limit: int | None = None, attempts: int = 6,
                  backoff: tuple[float, float] = (0.2, 10.0), label: str = "REST"):
-        self.mod: ModuleType = venue_registry.get(venue) if isinstance(venue, str) else venue
+        self.mod = venue_registry.get(venue) if isinstance(venue, str) else venue
         self.venue = self.name = self.mod.NAME
         self.base_url = base_url
         self.retry = retry_rule(self.mod)
-        self._used_weight = getattr(self.mod, "used_weight", None)
         self.weight_fraction = min(1.0, max(0.01, weight_fraction))
         self.attempts = attempts
         self.backoff = backoff
@@ -155,8 +152,7 @@ class _Attempts:
             if isinstance(r, httpx.HTTPError):
                 last = f"{type(r).__name__}: {r}"
             else:
-                if self._used_weight is not None:
-                    self.budget.observe(self._used_weight(r.headers))
+                self.budget.observe(self.mod.used_weight(r.headers))
                 retry = self.retry.wait_s(r.status_code, r.headers)
                 if retry is not None:
                     self.stats.rate_limited += 1
@@ -183,7 +179,7 @@ class _Attempts:
 class AsyncVenueRest(_Attempts):
     """A venue's REST inside an event loop (connector, book feed); a stop cancels the call."""
 
-    def __init__(self, venue: str | ModuleType, base_url: str, *, timeout: float = 10.0, **kw):
+    def __init__(self, venue: str | type[Venue] | type[BookVenue], base_url: str, *, timeout: float = 10.0, **kw):
         super().__init__(venue, base_url, **kw)
         self.http = httpx.AsyncClient(base_url=base_url, timeout=timeout, headers=USER_AGENT)
 
@@ -216,7 +212,7 @@ class VenueRest(_Attempts):
     """A venue's REST without an event loop (history loads, gap repair): waits in slices of at
     most a second so that ``stop()`` ends a long wait."""
 
-    def __init__(self, venue: str | ModuleType, base_url: str, *, timeout: float = 15.0,
+    def __init__(self, venue: str | type[Venue], base_url: str, *, timeout: float = 15.0,
                  sleep: Callable[[float], None] = time.sleep, stop: Callable[[], bool] | None = None, **kw):
         super().__init__(venue, base_url, **kw)
         if not base_url:
@@ -267,11 +263,9 @@ class VenueRest(_Attempts):
         """Canonical symbol -> venue symbol for the instruments listed as trading; also adopts
         the venue's weight budget when it publishes one."""
         body = self.call(self.mod.instruments_request())
-        limit_fn = getattr(self.mod, "rest_weight_limit", None)
-        if limit_fn is not None:
-            limit = limit_fn(body)
-            if limit:
-                self.set_weight_limit(limit)
+        limit = self.mod.rest_weight_limit(body)
+        if limit:
+            self.set_weight_limit(limit)
         return {i.symbol: i.venue_symbol for i in self.mod.parse_instruments(body)}
 
     def venue_symbols(self, symbols: list[str]) -> dict[str, str]:
@@ -283,7 +277,7 @@ class VenueRest(_Attempts):
         return {s: listed[s] for s in symbols}
 
     def server_time_us(self) -> int | None:
-        """The venue clock, where the module knows how to ask for it."""
-        if not hasattr(self.mod, "server_time_request"):
+        """The venue clock, where the venue says how to ask for it (``server_time_request``)."""
+        if self.mod.server_time_request is None:
             return None
         return self.mod.parse_server_time(self.call(self.mod.server_time_request()))

@@ -16,13 +16,11 @@ a client's ``drain(pager)`` runs it to the end; a caller that stores between pag
 
 from __future__ import annotations
 
-import inspect
-from types import ModuleType
 from typing import Any, Callable, Iterator
 
 from ..clock import now_us
 from ..tick import Tick
-from ..venues.base import HttpRequest
+from ..venues.base import HttpRequest, Venue, VenueOptions
 
 Call = Callable[[HttpRequest], Any]
 
@@ -32,7 +30,7 @@ class TimePager:
     ``complete`` unless the venue's history ran out before the end (or ``max_pages`` ran out);
     ``ticks`` every trade, in the order the pages gave them."""
 
-    def __init__(self, mod: ModuleType, venue_symbol: str, symbol: str, options: dict, start_us: int,
+    def __init__(self, mod: type[Venue], venue_symbol: str, symbol: str, options: VenueOptions, start_us: int,
                  end_us: int | None, *, max_pages: int = 1000):
         self.mod, self.venue_symbol, self.symbol, self.options = mod, venue_symbol, symbol, options
         self.start_us, self.end_us, self.max_pages = start_us, end_us, max_pages
@@ -70,14 +68,10 @@ class TimePager:
         return fresh
 
 
-def _takes_limit(mod: ModuleType) -> bool:
-    return "limit" in inspect.signature(mod.history_by_id_request).parameters
-
-
-def page_limit(mod: ModuleType, page_size: int | None) -> int:
-    """Trades per by-id page: ``page_size`` where the venue module lets the caller choose
-    (``history_by_id_request(..., limit=)``), else the module's REPAIR_PAGE."""
-    if page_size and _takes_limit(mod):
+def page_limit(mod: type[Venue], page_size: int | None) -> int:
+    """Trades per by-id page: ``page_size`` where the venue lets the caller choose
+    (``BY_ID_TAKES_LIMIT``: ``history_by_id_request(..., limit=)``), else the venue's REPAIR_PAGE."""
+    if page_size and mod.BY_ID_TAKES_LIMIT:
         return max(1, min(int(page_size), int(mod.REPAIR_PAGE)))
     return int(mod.REPAIR_PAGE)
 
@@ -87,7 +81,7 @@ class IdPager:
     or after ``next_id`` as (id, tick), in the venue's order, checked as the caller goes: the
     caller moves ``next_id`` past each trade it takes, and decides where to stop."""
 
-    def __init__(self, mod: ModuleType, venue_symbol: str, symbol: str, options: dict, next_id: int,
+    def __init__(self, mod: type[Venue], venue_symbol: str, symbol: str, options: VenueOptions, next_id: int,
                  page_size: int | None = None):
         self.mod, self.venue_symbol, self.symbol, self.options = mod, venue_symbol, symbol, options
         self.next_id = next_id
@@ -97,7 +91,7 @@ class IdPager:
         self.pages = 0
 
     def next_request(self) -> HttpRequest:
-        if _takes_limit(self.mod):
+        if self.mod.BY_ID_TAKES_LIMIT:
             return self.mod.history_by_id_request(self.venue_symbol, self.next_id, self.options, limit=self.limit)
         return self.mod.history_by_id_request(self.venue_symbol, self.next_id, self.options)
 
@@ -123,7 +117,7 @@ class IdPager:
         return self.rows < self.limit
 
 
-def first_id(call: Call, mod: ModuleType, venue_symbol: str, at_us: int, options: dict) -> int | None:
+def first_id(call: Call, mod: type[Venue], venue_symbol: str, at_us: int, options: VenueOptions) -> int | None:
     """The id of the first trade at or after ``at_us`` (None: none yet)."""
     return mod.first_id_at(call(mod.first_id_request(venue_symbol, at_us, options)), options)
 

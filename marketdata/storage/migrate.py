@@ -19,7 +19,7 @@ import os
 import re
 from pathlib import Path
 
-from ..config import ConfigError
+from ..errors import ConfigError
 from .clickhouse import ClickHouse
 
 

@@ -26,36 +26,25 @@ that round-trips, which is the text Alpaca sent for prices of up to 15 significa
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
 import orjson
 
+from ..errors import ConfigError
 from ..tick import Tick
-from .base import (Ack, HttpRequest, Ignored, Instrument, MalformedFrame, UnknownSymbol, Unrecognised,
-                   VenueError, reject_unknown_options, trade_tick)
-from .retry_after import RetryAfter
+from .base import (Ack, HttpRequest, Ignored, Instrument, MalformedFrame, UnknownSymbol, Unrecognised, Venue,
+                   VenueError, VenueOptions, one_of, trade_tick)
 
+from .retry_after import RetryAfter
 NAME = "alpaca"
-LIVE_WS_URL = "wss://stream.data.alpaca.markets"
-LIVE_REST_URL = "https://data.alpaca.markets"
 KEY_ENV = "APCA_API_KEY_ID"
 SECRET_ENV = "APCA_API_SECRET_KEY"
 
-# Outside the session the feed can be silent for hours; the protocol pings (ours every 20 s,
-# answered) are what keeps a live link from looking dead.
-IDLE_TIMEOUT = 60.0
-MAX_LIFETIME = 0
-SEQUENTIAL_IDS = False      # ids are the reporting venue's, not +1 per trade
-REPAIR_BY = "time"
 REPAIR_PAGE = 10000
-LATENESS_US = 2_000_000
-BACKFILL_BY = "time"               # stocks/{sym}/trades?start&end&page_token
-RETRY_AFTER = RetryAfter(default_s=3.0)
-CANDLES_HAVE_TRADE_COUNT = True
 
 FEEDS = ("iex", "sip", "delayed_sip", "test")
-OPTIONS = {"feed": f"stream/REST feed, one of {FEEDS} (default iex)"}
 
 # What each stream error means for whoever runs the connector.
 _FIXES = {
@@ -72,11 +61,29 @@ _FIXES = {
 }
 
 
-def validate_options(options: dict) -> None:
-    reject_unknown_options(options, OPTIONS)
-    feed = options.get("feed", "iex")
-    if feed not in FEEDS:
-        raise ValueError(f"feed must be one of {FEEDS}, not {feed!r}")
+@dataclass(frozen=True)
+class Options(VenueOptions):
+    feed: str = "iex"               # stream/REST feed, one of FEEDS
+
+    def check(self) -> None:
+        one_of("feed", self.feed, FEEDS)
+
+
+class Alpaca(Venue):
+    """Alpaca stocks, the venue contract filled in (venues/base.py says what each member is)."""
+
+    NAME = NAME
+    LIVE_WS_URL = "wss://stream.data.alpaca.markets"
+    LIVE_REST_URL = "https://data.alpaca.markets"
+    # Outside the session the feed can be silent for hours; the protocol pings (ours every 20 s,
+    # answered) are what keeps a live link from looking dead.
+    IDLE_TIMEOUT = 60.0
+    SEQUENTIAL_IDS = False      # ids are the reporting venue's, not +1 per trade
+    REPAIR_BY = "time"
+    REPAIR_PAGE = REPAIR_PAGE
+    Options = Options
+    BACKFILL_BY = "time"               # stocks/{sym}/trades?start&end&page_token
+    RETRY_AFTER = RetryAfter(default_s=3.0)
 
 
 def credentials() -> tuple[str, str]:
@@ -84,7 +91,6 @@ def credentials() -> tuple[str, str]:
     key, secret = os.environ.get(KEY_ENV, ""), os.environ.get(SECRET_ENV, "")
     missing = [n for n, v in ((KEY_ENV, key), (SECRET_ENV, secret)) if not v.strip()]
     if missing:
-        from ..config import ConfigError    # lazy: config imports the venue registry
         raise ConfigError(f"alpaca needs API keys in the environment: set {' and '.join(missing)} "
                           "(Alpaca dashboard -> API keys)")
     return key.strip(), secret.strip()
@@ -95,12 +101,9 @@ def _headers() -> dict[str, str]:
     return {"APCA-API-KEY-ID": key, "APCA-API-SECRET-KEY": secret}
 
 
+@Alpaca.member
 def to_venue_symbol(symbol: str) -> str:
     return symbol.rsplit("-", 1)[0]
-
-
-def trade_id_int(trade_id: str) -> int:
-    return int(trade_id)
 
 
 # --- time -------------------------------------------------------------------------------------
@@ -138,10 +141,12 @@ def _num(v: Any) -> str:
 
 # --- instruments --------------------------------------------------------------------------------
 
+@Alpaca.member
 def instruments_request() -> HttpRequest:
     return HttpRequest("GET", "/v2/assets", {"status": "active", "asset_class": "us_equity"}, headers=_headers())
 
 
+@Alpaca.member
 def parse_instruments(body: Any) -> list[Instrument]:
     if not isinstance(body, list):
         raise MalformedFrame(f"alpaca assets answer is not a list: {str(body)[:200]}")
@@ -151,25 +156,29 @@ def parse_instruments(body: Any) -> list[Instrument]:
 
 # --- websocket --------------------------------------------------------------------------------
 
-def connect_url(base: str, venue_symbols: list[str], options: dict, session: object = None) -> str:
-    return f"{base.rstrip('/')}/v2/{options.get('feed', 'iex')}"
+@Alpaca.member
+def connect_url(base: str, venue_symbols: list[str], options: Options, session: object = None) -> str:
+    return f"{base.rstrip('/')}/v2/{options.feed}"
 
 
-def auth_messages(options: dict) -> list[str]:
+@Alpaca.member
+def auth_messages(options: Options) -> list[str]:
     """Sent right after `connected`; the runtime waits for Ack("auth") before subscribing."""
     key, secret = credentials()
     return [orjson.dumps({"action": "auth", "key": key, "secret": secret}).decode()]
 
 
-def subscribe_messages(venue_symbols: list[str], options: dict, first_id: int = 1) -> list[tuple[str, str]]:
+@Alpaca.member
+def subscribe_messages(venue_symbols: list[str], options: Options, first_id: int = 1) -> list[tuple[str, str]]:
     # corrections and cancelErrors come implicitly with trades
     return [("subscription", orjson.dumps({"action": "subscribe", "trades": venue_symbols}).decode())]
 
 
+@Alpaca.member
 class Parser:
     __slots__ = ("symbols",)
 
-    def __init__(self, symbols: dict[str, str], options: dict):
+    def __init__(self, symbols: dict[str, str], options: Options):
         self.symbols = symbols
 
     def parse(self, frame: str | bytes, recv_us: int) -> list:
@@ -231,9 +240,10 @@ class Parser:
 
 # --- REST repair ----------------------------------------------------------------------------------
 
-def history_by_time_request(venue_symbol: str, start_us: int, end_us: int | None, options: dict,
+@Alpaca.member
+def history_by_time_request(venue_symbol: str, start_us: int, end_us: int | None, options: Options,
                             cursor: str | None = None) -> HttpRequest:
-    params = {"start": _rfc3339(start_us), "limit": str(REPAIR_PAGE), "feed": options.get("feed", "iex"),
+    params = {"start": _rfc3339(start_us), "limit": str(REPAIR_PAGE), "feed": options.feed,
               "sort": "asc"}
     if end_us is not None:
         params["end"] = _rfc3339(end_us)
@@ -242,7 +252,8 @@ def history_by_time_request(venue_symbol: str, start_us: int, end_us: int | None
     return HttpRequest("GET", f"/v2/stocks/{venue_symbol}/trades", params, headers=_headers())
 
 
-def parse_history_page(body: Any, symbol: str, recv_us: int, options: dict, start_us: int,
+@Alpaca.member
+def parse_history_page(body: Any, symbol: str, recv_us: int, options: Options, start_us: int,
                        end_us: int | None) -> tuple[list[Tick], str | None, bool]:
     if not isinstance(body, dict) or not isinstance(body.get("trades"), (list, type(None))):
         raise MalformedFrame(f"alpaca trades answer lacks trades: {str(body)[:200]}")
@@ -256,12 +267,14 @@ def parse_history_page(body: Any, symbol: str, recv_us: int, options: dict, star
 
 # --- candles (reconciliation) --------------------------------------------------------------------
 
+@Alpaca.member
 def candles_request(venue_symbol: str, start_ms: int, end_ms: int) -> HttpRequest:
     return HttpRequest("GET", f"/v2/stocks/{venue_symbol}/bars",
                        {"timeframe": "1Min", "start": _rfc3339(start_ms * 1000), "end": _rfc3339(end_ms * 1000),
                         "limit": "10000", "adjustment": "raw", "feed": "iex"}, headers=_headers())
 
 
+@Alpaca.member
 def parse_candles(body: Any) -> list[dict]:
     if not isinstance(body, dict):
         raise MalformedFrame(f"alpaca bars answer is not an object: {str(body)[:200]}")

@@ -1,8 +1,10 @@
-"""What a venue module declares, and the parsed-frame vocabulary the ingest runtime understands.
+"""The venue contract (``Venue``, ``BookVenue``, typed ``VenueOptions``) and the parsed-frame
+vocabulary the ingest runtime understands.
 
-A venue module is protocol knowledge only. It turns raw frames into these events and builds
-the requests the runtime sends; the runtime (``marketdata.ingest``) owns sockets, timers,
-sequence state and Redis.
+A venue is protocol knowledge only: one ``Venue`` subclass per venue module (``venues/binance.py``
+is a complete one) fills in the members below; the runtime (``marketdata.ingest``, the backfill,
+reconciliation) reads nothing else from a venue. It turns raw frames into these events and builds
+the requests the runtime sends; the runtime owns sockets, timers, sequence state and Redis.
 
 The parser contract (held by marketdata_tests/test_parser_fuzz.py): ``parse`` returns only the
 events below, or raises MalformedFrame. Ticks are built with ``trade_tick`` (checked fields). A
@@ -13,13 +15,19 @@ does not read is ``Unrecognised`` (counted and logged by the runtime), never pas
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field, fields
 from decimal import Decimal, InvalidOperation
-from typing import Any
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 import orjson
 
 from ..tick import Tick
+from .retry_after import DEFAULT as DEFAULT_RETRY_AFTER
+from .retry_after import RetryAfter
+
+if TYPE_CHECKING:
+    from .book import BookDelta, BookSnapshot, LocalBook
 
 
 class MalformedFrame(ValueError):
@@ -35,12 +43,6 @@ def json_object(frame: str | bytes) -> dict:
     if not isinstance(msg, dict):
         raise MalformedFrame("frame is not a JSON object")
     return msg
-
-
-def reject_unknown_options(options: dict, known: dict) -> None:
-    unknown = set(options) - set(known)
-    if unknown:
-        raise ValueError(f"unknown option(s) {sorted(unknown)}; valid: {sorted(known)}")
 
 
 @dataclass(slots=True)
@@ -199,28 +201,294 @@ def int_field(v: Any, what: str) -> int:
     raise MalformedFrame(f"{what} is not an integer: {str(v)[:40]!r}")
 
 
-# What a venue module declares (see venues/binance.py for a complete one):
-#
-#   NAME, LIVE_WS_URL, LIVE_REST_URL
-#   IDLE_TIMEOUT          s without any bytes before a link is declared dead (silent drop)
-#   MAX_LIFETIME          s after which to reconnect on our terms (0: none)
-#   LATENESS_US           how late a trade may arrive after its venue timestamp
-#   SEQUENTIAL_IDS        trade ids +1 per trade per symbol: a jump is a gap
-#   REPAIR_BY             "id" (history_by_id_request/parse_history, REPAIR_PAGE),
-#                         "time" (history_by_time_request/parse_history_page), or None: the venue
-#                         cannot give past trades back, so holes are recorded unrepairable
-#   validate_options(options), instruments_request(), parse_instruments(body),
-#   connect_url(base, venue_symbols, options), subscribe_messages(venue_symbols, options),
-#   Parser(symbols_by_venue_symbol, options).parse(frame, recv_us) -> list[Event]  (one per link:
-#       per-connection state such as channel ids lives in the parser),
-#   RETRY_AFTER (venues/retry_after.py; where the venue's 429 differs), to_venue_symbol(symbol),
-#   candles_request/parse_candles.
-#   BACKFILL_BY           "id" (first_id_request/first_id_at + by id), "time" (history_by_time_request),
-#                         or None with NO_BACKFILL, the reason (historical backfill, backfill/history.py)
-#   Links that need a session (KuCoin bullet token): session_request(options) -> HttpRequest,
-#       parse_session(body) -> session (given to connect_url and keepalive), session_ttl(session,
-#       options) -> s; the runtime fetches one per link and rotates make-before-break at 80 % of it.
-#   Parser.ready (optional): False until the venue's greeting (KuCoin welcome); the runtime
-#       subscribes only after it.
-#   parse_history_page(body, symbol, recv_us, options, start_us, end_us)
-#       -> (ticks, next_cursor | None, complete: bool)   complete=False: history ran out
+# --- typed venue options -------------------------------------------------------------------------
+
+O = TypeVar("O", bound="VenueOptions")
+
+
+@dataclass(frozen=True)
+class VenueOptions(Mapping):
+    """A venue's ``options:`` from the config, typed: one field per option, with its default.
+    ``parse`` validates at config load (an unknown option or a bad value is a ValueError that says
+    what is valid); venue code reads the fields. It also reads as the mapping of every option
+    (``dict(options)``), which is how it travels to a subprocess or a Dagster run and back."""
+
+    @classmethod
+    def parse(cls: type[O], raw: Mapping[str, Any] | None, venue: str = "this venue") -> O:
+        raw = dict(raw or {})
+        known = [f.name for f in fields(cls)]
+        unknown = set(raw) - set(known)
+        if unknown:
+            raise ValueError(f"unknown option(s) {sorted(unknown)}; valid: {sorted(known)}"
+                             if known else f"unknown option(s) {sorted(unknown)}; {venue} takes none")
+        return cls(**raw)
+
+    def __post_init__(self) -> None:
+        self.check()
+
+    def check(self) -> None:
+        """Raise ValueError naming the bad value and what is valid (override per venue)."""
+
+    def __getitem__(self, key: str) -> Any:
+        if key not in self._names():
+            raise KeyError(key)
+        return self.__dict__[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._names())
+
+    def __len__(self) -> int:
+        return len(self._names())
+
+    @classmethod
+    def _names(cls) -> list[str]:
+        return [f.name for f in fields(cls)]
+
+
+@dataclass(frozen=True)
+class NoOptions(VenueOptions):
+    """A venue without options."""
+
+
+def one_of(name: str, value: Any, valid: Any, note: str = "") -> None:
+    """An option that takes one of ``valid`` (shown as given); else a ValueError saying so."""
+    if value not in valid:
+        raise ValueError(f"{name} must be one of {valid}{note}, not {value!r}")
+
+
+def seconds_in(name: str, value: Any, upper: float, *, upper_open: bool = False, note: str = "") -> None:
+    """An option that is a number of seconds in (0, upper] (or (0, upper)); true/false are not."""
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and 0 < value
+    if not ok or value > upper or (upper_open and value == upper):
+        raise ValueError(f"{name} must be a number of seconds in (0, {upper:g}{')' if upper_open else ']'}{note}, "
+                         f"not {value!r}")
+
+
+# --- the contract --------------------------------------------------------------------------------
+
+class _Contract:
+    """What the trade and the book contract share: the options, the link (one per connection:
+    URL, subscribe, keepalive, session, greeting, parser), instruments and REST backoff, and how a
+    venue class is filled in."""
+
+    NAME: ClassVar[str]
+    Options: ClassVar[type[VenueOptions]] = NoOptions
+    IDLE_TIMEOUT: ClassVar[float] = 30.0        # s without any bytes before a link is declared dead
+    # the parser: Parser(symbols_by_venue_symbol, options).parse(frame, recv_us) -> list of events,
+    # one per link (per-connection state such as channel ids lives in it). With GREETING, the
+    # parser's ``ready`` turns True on the venue's greeting (KuCoin welcome); the runtime
+    # subscribes only after it.
+    Parser: ClassVar[type]
+    GREETING: ClassVar[bool] = False
+
+    @staticmethod
+    def instruments_request() -> HttpRequest:
+        raise NotImplementedError
+
+    # how the venue tells a REST client to wait (429/418/...), as data (venues/retry_after.py):
+    # a venue sets its own rule only where it differs from the common one
+    RETRY_AFTER: ClassVar[RetryAfter] = DEFAULT_RETRY_AFTER
+
+    @staticmethod
+    def used_weight(headers: Any) -> int | None:
+        """Weight used in the venue's current minute, from a response header; None: not reported."""
+        return None
+
+    @staticmethod
+    def connect_url(base: str, venue_symbols: list[str], options: VenueOptions, session: object = None) -> str:
+        raise NotImplementedError
+
+    @staticmethod
+    def subscribe_messages(venue_symbols: list[str], options: VenueOptions, first_id: int = 1) -> list[tuple[Any, str]]:
+        raise NotImplementedError
+
+    @staticmethod
+    def keepalive(options: VenueOptions, session: object = None) -> tuple[float, Any] | None:
+        """(interval s, message or callable) for an application ping; None: protocol pings only."""
+        return None
+
+    # links that need a session (KuCoin bullet token): the runtime fetches one per link and rotates
+    # make-before-break at 80 % of its ttl. session_request(options) -> HttpRequest.
+    session_request: ClassVar[Callable[[VenueOptions], HttpRequest] | None] = None
+
+    @staticmethod
+    def parse_session(body: Any) -> Any:
+        raise NotImplementedError
+
+    @staticmethod
+    def session_ttl(session: Any, options: VenueOptions) -> float | None:
+        return None
+
+    @classmethod
+    def validate_options(cls, raw: Mapping[str, Any] | None) -> VenueOptions:
+        """The config's options typed; a ValueError says what is wrong."""
+        return cls.Options.parse(raw, cls.NAME)
+
+    @classmethod
+    def member(cls, fn, name: str | None = None):
+        """Bind a module-level function (or the Parser class) as this venue's contract member of
+        the same name (or ``name``); returns it unchanged, so the module keeps it too. A name the
+        contract does not declare is a TypeError at import: a typo cannot hide behind a default."""
+        name = name or fn.__name__
+        contract = [k for k in cls.__mro__[1:] if k is not object]
+        if not any(name in vars(k) or name in vars(k).get("__annotations__", {}) for k in contract):
+            raise TypeError(f"{cls.__name__}: {name} is not a member of the venue contract (venues/base.py)")
+        setattr(cls, name, fn if isinstance(fn, type) else staticmethod(fn))
+        return fn
+
+
+class Venue(_Contract):
+    """What a trade venue fills in. Members without a default must be given; the rest default to
+    what most venues do. Functions take the venue's typed options (``Options``) where they depend
+    on them, and are bound from the venue module with ``@<VenueClass>.member``.
+
+    The runtime reads a venue only through these members (no probing): an optional capability is
+    a member that is None (``session_request``, ``auth_messages``, ``first_id_request``,
+    ``history_by_time_request``, ``server_time_request``) or a default that says "none"."""
+
+    # identity and endpoints
+    LIVE_WS_URL: ClassVar[str]
+    LIVE_REST_URL: ClassVar[str]
+    MAX_LIFETIME: ClassVar[float] = 0.0         # s after which we reconnect on our terms (0: never)
+
+    # continuity
+    LATENESS_US: ClassVar[int] = 2_000_000      # how late a trade may arrive after its venue time
+    SEQUENTIAL_IDS: ClassVar[bool] = False      # trade ids +1 per trade per symbol: a jump is a gap
+    ID_SPAN_IS_COUNT: ClassVar[bool] = False    # an id span counts trades even across aggregates (OKX)
+    # "id" (history_by_id_request / parse_history, REPAIR_PAGE per request), "time"
+    # (history_by_time_request / parse_history_page), or None: past trades cannot be had, so holes
+    # are recorded unrepairable
+    REPAIR_BY: ClassVar[str | None] = None
+    REPAIR_PAGE: ClassVar[int] = 1000
+    BY_ID_TAKES_LIMIT: ClassVar[bool] = False   # history_by_id_request(..., limit=) pages smaller on asking
+    CANDLES_HAVE_TRADE_COUNT: ClassVar[bool] = True
+    # historical backfill (backfill/history.py): "id" (first_id_request / first_id_at, then by id),
+    # "time" (history_by_time_request), or None, with NO_BACKFILL saying why
+    BACKFILL_BY: ClassVar[str | None] = None
+    NO_BACKFILL: ClassVar[str] = "its module declares no REST history paging (BACKFILL_BY)"
+
+    @classmethod
+    def sequence_rules(cls, options: VenueOptions) -> tuple[bool, str | None]:
+        """(sequential ids, repair by) under these options; Kraken v1 has no trade ids."""
+        return cls.SEQUENTIAL_IDS, cls.REPAIR_BY
+
+    # symbols and instruments
+    @staticmethod
+    def to_venue_symbol(symbol: str) -> str:
+        raise NotImplementedError
+
+    @staticmethod
+    def parse_instruments(body: Any) -> list[Instrument]:
+        raise NotImplementedError
+
+    # venues that authenticate on the link (Alpaca): auth_messages(options) -> list[str]
+    auth_messages: ClassVar[Callable[[VenueOptions], list[str]] | None] = None
+
+    # REST weight budget
+    @staticmethod
+    def rest_weight_limit(exchange_info: Any) -> int | None:
+        """The REST weight budget per minute read from the instruments answer; None: not published."""
+        return None
+
+    # the venue clock (server_time_request() -> HttpRequest; None: trust ours)
+    server_time_request: ClassVar[Callable[[], HttpRequest] | None] = None
+
+    @staticmethod
+    def parse_server_time(body: Any) -> int:
+        raise NotImplementedError
+
+    # repair and history by id (REPAIR_BY "id")
+    @staticmethod
+    def trade_id_int(trade_id: str) -> int:
+        return int(trade_id)
+
+    @staticmethod
+    def history_by_id_request(venue_symbol: str, from_id: int, options: VenueOptions, **limit: int) -> HttpRequest:
+        """Trades with id >= from_id, ascending; with BY_ID_TAKES_LIMIT, ``limit=`` at most."""
+        raise NotImplementedError
+
+    @staticmethod
+    def parse_history(body: Any, symbol: str, recv_us: int, options: VenueOptions) -> list[Tick]:
+        raise NotImplementedError
+
+    # where paging by id starts for a time (first_id_request(venue_symbol, start_us, options)
+    # -> HttpRequest; first_id_at(body, options) -> id | None); None: ids cannot be found by time
+    first_id_request: ClassVar[Callable[[str, int, VenueOptions], HttpRequest] | None] = None
+
+    @staticmethod
+    def first_id_at(body: Any, options: VenueOptions) -> int | None:
+        raise NotImplementedError
+
+    # history by time (REPAIR_BY "time", or a venue whose REST pages by time):
+    # history_by_time_request(venue_symbol, start_us, end_us, options, cursor) -> HttpRequest;
+    # None: the venue cannot page its trades by time
+    history_by_time_request: ClassVar[Callable[..., HttpRequest] | None] = None
+
+    @staticmethod
+    def parse_history_page(body: Any, symbol: str, recv_us: int, options: VenueOptions, start_us: int,
+                           end_us: int | None) -> tuple[list[Tick], Any, bool]:
+        """-> (ticks, next cursor | None, complete); complete=False: the venue's history ran out."""
+        raise NotImplementedError
+
+    # 1-minute candles for reconciliation: candles_request(venue_symbol, start_ms, end_ms) ->
+    # HttpRequest; None: the venue publishes none
+    candles_request: ClassVar[Callable[[str, int, int], HttpRequest] | None] = None
+
+    @staticmethod
+    def parse_candles(body: Any) -> list[dict]:
+        """-> [{minute_us, open, high, low, close, volume, trade_count}], oldest first"""
+        raise NotImplementedError
+
+
+class BookVenue(_Contract):
+    """What a venue with order books fills in (``venues/<venue>_book.py``). Options are the trade
+    venue's (one ``options:`` per venue in the config). ``ingest/books/sync.py`` runs the rules."""
+
+    # "rest": the snapshot is fetched over REST while the stream is buffered (Binance, KuCoin);
+    # "ws": the venue sends it in-stream after (re)subscribing (OKX, Kraken)
+    SNAPSHOT_FROM: ClassVar[str]
+    DEPTH: ClassVar[int | None] = None          # None: a full book; N: a top-N view to truncate
+
+    @classmethod
+    def book_depth(cls, options: VenueOptions) -> int | None:
+        return cls.DEPTH
+
+    @staticmethod
+    def parse_instruments(body: Any) -> dict[str, str]:
+        """canonical -> venue symbol"""
+        raise NotImplementedError
+
+    # sequencing: stale -> already in the book (drop); aligns -> the first delta after a snapshot
+    # may be applied; continues -> the next delta chains onto the book
+    @staticmethod
+    def stale(book_id: int, d: BookDelta) -> bool:
+        raise NotImplementedError
+
+    @staticmethod
+    def aligns(book_id: int, d: BookDelta) -> bool:
+        raise NotImplementedError
+
+    @staticmethod
+    def continues(book_id: int, d: BookDelta) -> bool:
+        raise NotImplementedError
+
+    # checksum(book) -> int, only where the venue sends checksums
+    checksum: ClassVar[Callable[[LocalBook], int] | None] = None
+
+    @staticmethod
+    def resubscribe_messages(venue_symbol: str, options: VenueOptions) -> list[str]:
+        """SNAPSHOT_FROM "ws": what asks the venue for a fresh snapshot of one symbol."""
+        raise NotImplementedError
+
+    # SNAPSHOT_FROM "rest"
+    @staticmethod
+    def snapshot_request(venue_symbol: str, options: VenueOptions) -> HttpRequest:
+        raise NotImplementedError
+
+    @staticmethod
+    def snapshot_headers(options: VenueOptions) -> dict[str, str] | None:
+        return None
+
+    @staticmethod
+    def parse_snapshot(body: Any, symbol: str, recv_us: int) -> BookSnapshot:
+        raise NotImplementedError

@@ -18,45 +18,56 @@ Facts this module encodes (see shared/reference/venues-*.md §1):
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Iterable
 
 import orjson
 
 from ..tick import Tick
-from .base import (Ack, HttpRequest, Instrument, MalformedFrame, Reconnect, UnknownSymbol, Unrecognised, VenueError,
-                   int_field, json_object, reject_unknown_options, trade_tick)
+from .base import (Ack, HttpRequest, Instrument, MalformedFrame, Reconnect, UnknownSymbol, Unrecognised,
+                   Venue, VenueError, VenueOptions, int_field, json_object, one_of, trade_tick)
+
 from .retry_after import RetryAfter
-
 NAME = "binance"
-LIVE_WS_URL = "wss://stream.binance.com:9443"
-LIVE_REST_URL = "https://api.binance.com"
 
-IDLE_TIMEOUT = 30.0         # s without any frame (trades or pings) before we call the link dead
-MAX_LIFETIME = 23.5 * 3600  # reconnect on our terms before the venue's 24 h cut
-SEQUENTIAL_IDS = True       # trade ids are +1 per trade: a jump is a gap
 REPAIR_PAGE = 1000
 MAX_STREAMS_PER_CONNECTION = 1024
-# How late a trade may arrive after its venue timestamp: bounds what we vouch for while idle.
-LATENESS_US = 2_000_000
-BACKFILL_BY = "id"                 # aggTrades?startTime finds the first id; historicalTrades pages by id
-RETRY_AFTER = RetryAfter(statuses=(429, 418))   # 418: an IP ban for ignoring 429s, as long as Retry-After says
-
-OPTIONS = {"trade_stream": ("trade", "aggTrade")}
+TRADE_STREAMS = ("trade", "aggTrade")
 
 
-def validate_options(options: dict) -> None:
-    reject_unknown_options(options, OPTIONS)
-    ts = options.get("trade_stream", "trade")
-    if ts not in OPTIONS["trade_stream"]:
-        raise ValueError(f"trade_stream must be one of {OPTIONS['trade_stream']}, not {ts!r}")
+@dataclass(frozen=True)
+class Options(VenueOptions):
+    trade_stream: str = "trade"     # "trade" (one frame per fill) or "aggTrade" (per taker order)
+
+    def check(self) -> None:
+        one_of("trade_stream", self.trade_stream, TRADE_STREAMS)
+
+
+class Binance(Venue):
+    """Binance spot, the venue contract filled in (venues/base.py says what each member is)."""
+
+    NAME = NAME
+    LIVE_WS_URL = "wss://stream.binance.com:9443"
+    LIVE_REST_URL = "https://api.binance.com"
+    IDLE_TIMEOUT = 30.0         # s without any frame (trades or pings) before we call the link dead
+    MAX_LIFETIME = 23.5 * 3600  # reconnect on our terms before the venue's 24 h cut
+    SEQUENTIAL_IDS = True       # trade ids are +1 per trade: a jump is a gap
+    REPAIR_BY = "id"
+    BY_ID_TAKES_LIMIT = True
+    REPAIR_PAGE = REPAIR_PAGE
+    Options = Options
+    BACKFILL_BY = "id"                 # aggTrades?startTime finds the first id; historicalTrades pages by id
+    RETRY_AFTER = RetryAfter(statuses=(429, 418))   # 418: an IP ban for ignoring 429s, as long as Retry-After says
 
 
 # --- instruments ---------------------------------------------------------------------------
 
+@Binance.member
 def instruments_request() -> HttpRequest:
     return HttpRequest("GET", "/api/v3/exchangeInfo", weight=20)
 
 
+@Binance.member
 def parse_instruments(body: Any) -> list[Instrument]:
     out = []
     for s in body.get("symbols", []):
@@ -67,17 +78,19 @@ def parse_instruments(body: Any) -> list[Instrument]:
 
 # --- websocket -----------------------------------------------------------------------------
 
-def stream_names(venue_symbols: Iterable[str], options: dict) -> list[str]:
-    kind = options.get("trade_stream", "trade")
+def stream_names(venue_symbols: Iterable[str], options: Options) -> list[str]:
+    kind = options.trade_stream
     return [f"{vs.lower()}@{kind}" for vs in venue_symbols]
 
 
-def connect_url(base: str, venue_symbols: list[str], options: dict, session: object = None) -> str:
+@Binance.member
+def connect_url(base: str, venue_symbols: list[str], options: Options, session: object = None) -> str:
     # Combined endpoint, subscribed by message after connect (so the ack confirms each stream).
     return base.rstrip("/") + "/stream"
 
 
-def subscribe_messages(venue_symbols: list[str], options: dict, first_id: int = 1) -> list[tuple[int, str]]:
+@Binance.member
+def subscribe_messages(venue_symbols: list[str], options: Options, first_id: int = 1) -> list[tuple[int, str]]:
     """SUBSCRIBE in bulk: the venue allows 5 inbound messages/s, so one message per 200 streams."""
     names = stream_names(venue_symbols, options)
     out = []
@@ -87,20 +100,22 @@ def subscribe_messages(venue_symbols: list[str], options: dict, first_id: int = 
     return out
 
 
-def keepalive(options: dict, session: object = None) -> tuple[float, str] | None:
+@Binance.member
+def keepalive(options: Options, session: object = None) -> tuple[float, str] | None:
     """Binance keeps the link alive with WebSocket ping frames, answered by the library."""
     return None
 
 
+@Binance.member
 class Parser:
     """Frame -> events for one connection. `symbols` maps venue symbol (BTCUSDT) to canonical."""
 
     __slots__ = ("symbols", "exchange", "agg")
 
-    def __init__(self, symbols: dict[str, str], options: dict):
+    def __init__(self, symbols: dict[str, str], options: Options):
         self.symbols = symbols
         self.exchange = NAME
-        self.agg = options.get("trade_stream", "trade") == "aggTrade"
+        self.agg = options.trade_stream == "aggTrade"
 
     def parse(self, frame: str | bytes, recv_us: int) -> list:
         msg = json_object(frame)
@@ -147,22 +162,20 @@ def _taker(buyer_is_maker: Any) -> str:
 
 # --- REST repair ---------------------------------------------------------------------------
 
-def trade_id_int(trade_id: str) -> int:
-    return int(trade_id)
-
-
-def history_by_id_request(venue_symbol: str, from_id: int, options: dict,
+@Binance.member
+def history_by_id_request(venue_symbol: str, from_id: int, options: Options,
                           limit: int = REPAIR_PAGE) -> HttpRequest:
     """Trades (or aggTrades, with trade_stream aggTrade) with id >= from_id, ascending, <= limit."""
     limit = max(1, min(int(limit), REPAIR_PAGE))
-    if options.get("trade_stream", "trade") == "aggTrade":
+    if options.trade_stream == "aggTrade":
         return HttpRequest("GET", "/api/v3/aggTrades",
                            {"symbol": venue_symbol, "fromId": from_id, "limit": limit}, weight=4)
     return HttpRequest("GET", "/api/v3/historicalTrades",
                        {"symbol": venue_symbol, "fromId": from_id, "limit": limit}, weight=25)
 
 
-def first_id_request(venue_symbol: str, start_us: int, options: dict) -> HttpRequest:
+@Binance.member
+def first_id_request(venue_symbol: str, start_us: int, options: Options) -> HttpRequest:
     """The first aggregate trade at or after start_us (aggTrades?startTime, the oldest first): its
     `f` (first trade id) or `a` (aggTrade id) is where paging by id starts (``first_id_at``)."""
     start_ms = -(-start_us // 1000)          # ceil: no trade before start_us
@@ -170,25 +183,29 @@ def first_id_request(venue_symbol: str, start_us: int, options: dict) -> HttpReq
                        {"symbol": venue_symbol, "startTime": start_ms, "limit": 1}, weight=4)
 
 
-def first_id_at(body: Any, options: dict) -> int | None:
+@Binance.member
+def first_id_at(body: Any, options: Options) -> int | None:
     """Id to page from (history_by_id_request) for a first_id_request answer; None when
     no trade happened at or after the requested time yet."""
     if not isinstance(body, list):
         raise MalformedFrame(f"aggTrades response is not a list: {str(body)[:200]}")
     if not body:
         return None
-    return int(body[0]["a"] if options.get("trade_stream", "trade") == "aggTrade" else body[0]["f"])
+    return int(body[0]["a"] if options.trade_stream == "aggTrade" else body[0]["f"])
 
 
+@Binance.member
 def server_time_request() -> HttpRequest:
     return HttpRequest("GET", "/api/v3/time", weight=1)
 
 
+@Binance.member
 def parse_server_time(body: Any) -> int:
     """The venue clock in µs: a tape is complete up to it (less LATENESS_US)."""
     return int(body["serverTime"]) * 1000
 
 
+@Binance.member
 def rest_weight_limit(exchange_info: Any) -> int | None:
     """REQUEST_WEIGHT per minute from exchangeInfo.rateLimits (6000 today; read it, don't assume)."""
     for r in exchange_info.get("rateLimits", []) if isinstance(exchange_info, dict) else []:
@@ -197,6 +214,7 @@ def rest_weight_limit(exchange_info: Any) -> int | None:
     return None
 
 
+@Binance.member
 def used_weight(headers: Any) -> int | None:
     """Weight used in the venue's current minute, as its response header reports it."""
     v = headers.get("x-mbx-used-weight-1m") or headers.get("X-MBX-USED-WEIGHT-1M")
@@ -206,36 +224,38 @@ def used_weight(headers: Any) -> int | None:
         return None
 
 
-def parse_history(body: Any, symbol: str, recv_us: int, options: dict) -> list[Tick]:
+@Binance.member
+def parse_history(body: Any, symbol: str, recv_us: int, options: Options) -> list[Tick]:
     """REST trades (ascending by id) as ticks with source 'rest'."""
     if not isinstance(body, list):
         raise MalformedFrame(f"history response is not a list: {str(body)[:200]}")
     out = []
-    if options.get("trade_stream", "trade") == "aggTrade":
+    if options.trade_stream == "aggTrade":
         for r in body:
-            p = r["p"]
-            out.append(Tick(NAME, symbol, r["T"] * 1000, p, p, p, p, r["q"], r["l"] - r["f"] + 1,
-                            "sell" if r["m"] else "buy", str(r["a"]), recv_us, "rest"))
+            out.append(Tick.trade(NAME, symbol, r["T"] * 1000, r["p"], r["q"], "sell" if r["m"] else "buy",
+                                  str(r["a"]), recv_us, "rest", trade_count=r["l"] - r["f"] + 1))
     else:
         for r in body:
-            p = r["price"]
-            out.append(Tick(NAME, symbol, r["time"] * 1000, p, p, p, p, r["qty"], 1,
-                            "sell" if r["isBuyerMaker"] else "buy", str(r["id"]), recv_us, "rest"))
+            out.append(Tick.trade(NAME, symbol, r["time"] * 1000, r["price"], r["qty"],
+                                  "sell" if r["isBuyerMaker"] else "buy", str(r["id"]), recv_us, "rest"))
     return out
 
 
 # --- candles (reconciliation) ----------------------------------------------------------------
 
+@Binance.member
 def candles_request(venue_symbol: str, start_ms: int, end_ms: int) -> HttpRequest:
     return HttpRequest("GET", "/api/v3/klines", {"symbol": venue_symbol, "interval": "1m",
                                                  "startTime": start_ms, "endTime": end_ms, "limit": 1000}, weight=2)
 
 
+@Binance.member
 def parse_candles(body: Any) -> list[dict]:
     return [{"minute_us": r[0] * 1000, "open": r[1], "high": r[2], "low": r[3], "close": r[4],
              "volume": r[5], "trade_count": int(r[8])} for r in body]
 
 
+@Binance.member
 def to_venue_symbol(symbol: str) -> str:
     """Canonical -> venue spelling (BTC-USDT -> BTCUSDT). Safe in this direction; the reverse
     needs exchangeInfo."""

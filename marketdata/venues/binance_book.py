@@ -15,19 +15,31 @@ from typing import Any
 import orjson
 
 from . import binance as trade_venue
-from .base import (Ack, HttpRequest, Ignored, MalformedFrame, Reconnect, UnknownSymbol, VenueError, json_object)
-from ..ingest.books.sync import BookDelta, BookSnapshot
+from .base import (Ack, BookVenue, HttpRequest, Ignored, MalformedFrame, Reconnect, UnknownSymbol, VenueError,
+                   json_object)
+from .binance import Options
+from .book import BookDelta, BookSnapshot
 
 NAME = "binance"
-SNAPSHOT_FROM = "rest"
-DEPTH = None                    # full book: the snapshot holds up to 5000 levels per side
 SNAPSHOT_LIMIT = 5000
-IDLE_TIMEOUT = 30.0
 STREAM_SUFFIX = "@depth@100ms"
 
-instruments_request = trade_venue.instruments_request
+
+class BinanceBook(BookVenue):
+    """Binance order books, the book contract filled in (venues/base.py BookVenue)."""
+
+    NAME = NAME
+    Options = Options
+    IDLE_TIMEOUT = 30.0
+    SNAPSHOT_FROM = "rest"
+    DEPTH = None                    # full book: the snapshot holds up to 5000 levels per side
+    RETRY_AFTER = trade_venue.Binance.RETRY_AFTER    # the same REST, the same 429/418 rule
 
 
+instruments_request = BinanceBook.member(trade_venue.instruments_request)
+
+
+@BinanceBook.member
 def parse_instruments(body: Any) -> dict[str, str]:
     """canonical symbol -> venue symbol"""
     return {i.symbol: i.venue_symbol for i in trade_venue.parse_instruments(body)}
@@ -35,25 +47,30 @@ def parse_instruments(body: Any) -> dict[str, str]:
 
 # --- sequencing rule -------------------------------------------------------------------------
 
+@BinanceBook.member
 def stale(book_id: int, d: BookDelta) -> bool:
     return d.last_id <= book_id
 
 
+@BinanceBook.member
 def aligns(book_id: int, d: BookDelta) -> bool:
     return d.first_id <= book_id + 1 <= d.last_id
 
 
+@BinanceBook.member
 def continues(book_id: int, d: BookDelta) -> bool:
     return d.first_id == book_id + 1
 
 
 # --- websocket -------------------------------------------------------------------------------
 
-def connect_url(base: str, venue_symbols: list[str], options: dict, session: object = None) -> str:
+@BinanceBook.member
+def connect_url(base: str, venue_symbols: list[str], options: Options, session: object = None) -> str:
     return base.rstrip("/") + "/stream"
 
 
-def subscribe_messages(venue_symbols: list[str], options: dict, first_id: int = 1) -> list[tuple[Any, str]]:
+@BinanceBook.member
+def subscribe_messages(venue_symbols: list[str], options: Options, first_id: int = 1) -> list[tuple[Any, str]]:
     # 5 inbound messages/s at most: one SUBSCRIBE per 200 streams.
     names = [vs.lower() + STREAM_SUFFIX for vs in venue_symbols]
     out = []
@@ -63,14 +80,16 @@ def subscribe_messages(venue_symbols: list[str], options: dict, first_id: int = 
     return out
 
 
-def keepalive(options: dict, session: object = None) -> tuple[float, str] | None:
+@BinanceBook.member
+def keepalive(options: Options, session: object = None) -> tuple[float, str] | None:
     return None          # WebSocket ping frames, answered by the library
 
 
+@BinanceBook.member
 class Parser:
     __slots__ = ("symbols",)
 
-    def __init__(self, symbols: dict[str, str], options: dict):
+    def __init__(self, symbols: dict[str, str], options: Options):
         self.symbols = symbols          # venue symbol -> canonical
 
     def parse(self, frame: str | bytes, recv_us: int) -> list:
@@ -105,10 +124,12 @@ class Parser:
 
 # --- REST snapshot ---------------------------------------------------------------------------
 
-def snapshot_request(venue_symbol: str, options: dict) -> HttpRequest:
+@BinanceBook.member
+def snapshot_request(venue_symbol: str, options: Options) -> HttpRequest:
     return HttpRequest("GET", "/api/v3/depth", {"symbol": venue_symbol, "limit": SNAPSHOT_LIMIT}, weight=250)
 
 
+@BinanceBook.member
 def parse_snapshot(body: Any, symbol: str, recv_us: int) -> BookSnapshot:
     try:
         return BookSnapshot(symbol, body["bids"], body["asks"], update_id=int(body["lastUpdateId"]),
@@ -117,4 +138,3 @@ def parse_snapshot(body: Any, symbol: str, recv_us: int) -> BookSnapshot:
         raise MalformedFrame(f"depth snapshot lacks or mistypes field {ex}") from None
 
 
-RETRY_AFTER = trade_venue.RETRY_AFTER

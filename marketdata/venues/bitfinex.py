@@ -27,6 +27,7 @@ Facts this module encodes (shared/reference/venues-bybit-bitfinex-gateio-bitstam
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
@@ -34,21 +35,12 @@ import orjson
 
 from ..tick import Tick
 from .base import (Ack, HttpRequest, Ignored, Instrument, MalformedFrame, Pause, Reconnect, Replay,
-                   UnknownSymbol, Unrecognised, VenueError, reject_unknown_options, trade_tick)
+                   UnknownSymbol, Unrecognised, Venue, VenueError, VenueOptions, trade_tick)
+
 from .retry_after import RetryAfter
-
 NAME = "bitfinex"
-LIVE_WS_URL = "wss://api-pub.bitfinex.com"
-LIVE_REST_URL = "https://api-pub.bitfinex.com"
 
-IDLE_TIMEOUT = 35.0           # every idle channel heartbeats each 15 s: 35 s of nothing is a dead link
-MAX_LIFETIME = 0
-SEQUENTIAL_IDS = False        # platform-wide ids: holes are spans of time
-REPAIR_BY = "time"
 REPAIR_PAGE = 10_000
-LATENESS_US = 2_000_000
-BACKFILL_BY = "time"               # trades/hist?start&end&sort=1
-RETRY_AFTER = RetryAfter(default_s=60.0)        # a rate block lasts about 60 s
 MAX_CHANNELS_PER_CONNECTION = 25
 SEQ_ALL = 65536
 
@@ -57,15 +49,32 @@ SEQ_ALL = 65536
 CURRENCIES = {"UST": "USDT", "UDC": "USDC", "BCHN": "BCH"}
 _TO_VENUE = {v: k for k, v in CURRENCIES.items()}
 
-OPTIONS = {"sequence_numbers": "ask for SEQ_ALL sequence numbers to detect lost frames (default true)"}
+
+@dataclass(frozen=True)
+class Options(VenueOptions):
+    sequence_numbers: bool = True   # ask for SEQ_ALL sequence numbers to detect lost frames
+
+    def check(self) -> None:
+        if not isinstance(self.sequence_numbers, bool):
+            raise ValueError("sequence_numbers must be true or false")
 
 
-def validate_options(options: dict) -> None:
-    reject_unknown_options(options, OPTIONS)
-    if not isinstance(options.get("sequence_numbers", True), bool):
-        raise ValueError("sequence_numbers must be true or false")
+class Bitfinex(Venue):
+    """Bitfinex, the venue contract filled in (venues/base.py says what each member is)."""
+
+    NAME = NAME
+    LIVE_WS_URL = "wss://api-pub.bitfinex.com"
+    LIVE_REST_URL = "https://api-pub.bitfinex.com"
+    IDLE_TIMEOUT = 35.0           # every idle channel heartbeats each 15 s: 35 s of nothing is a dead link
+    SEQUENTIAL_IDS = False        # platform-wide ids: holes are spans of time
+    REPAIR_BY = "time"
+    REPAIR_PAGE = REPAIR_PAGE
+    Options = Options
+    BACKFILL_BY = "time"               # trades/hist?start&end&sort=1
+    RETRY_AFTER = RetryAfter(default_s=60.0)        # a rate block lasts about 60 s
 
 
+@Bitfinex.member
 def to_venue_symbol(symbol: str) -> str:
     base, _, quote = symbol.partition("-")
     b, q = _TO_VENUE.get(base, base), _TO_VENUE.get(quote, quote)
@@ -98,10 +107,12 @@ def number(v: Any) -> str:
 
 # --- instruments -------------------------------------------------------------------------------
 
+@Bitfinex.member
 def instruments_request() -> HttpRequest:
     return HttpRequest("GET", "/v2/conf/pub:list:pair:exchange")
 
 
+@Bitfinex.member
 def parse_instruments(body: Any) -> list[Instrument]:
     if not isinstance(body, list) or not body or not isinstance(body[0], list):
         raise MalformedFrame(f"bitfinex pair list is not [[...]]: {str(body)[:200]}")
@@ -115,22 +126,25 @@ def parse_instruments(body: Any) -> list[Instrument]:
 
 # --- websocket ---------------------------------------------------------------------------------
 
-def connect_url(base: str, venue_symbols: list[str], options: dict, session: object = None) -> str:
+@Bitfinex.member
+def connect_url(base: str, venue_symbols: list[str], options: Options, session: object = None) -> str:
     return base.rstrip("/") + "/ws/2"
 
 
-def subscribe_messages(venue_symbols: list[str], options: dict, first_id: int = 1) -> list[tuple[str, str]]:
+@Bitfinex.member
+def subscribe_messages(venue_symbols: list[str], options: Options, first_id: int = 1) -> list[tuple[str, str]]:
     """conf first (flags apply to the frames after it), then one subscribe per symbol; each is
     acknowledged under its own key (`conf`, or the symbol the `subscribed` event echoes)."""
     out = []
-    if options.get("sequence_numbers", True):
+    if options.sequence_numbers:
         out.append(("conf", orjson.dumps({"event": "conf", "flags": SEQ_ALL}).decode()))
     for s in venue_symbols:
         out.append((s, orjson.dumps({"event": "subscribe", "channel": "trades", "symbol": s}).decode()))
     return out
 
 
-def keepalive(options: dict, session: object = None) -> None:
+@Bitfinex.member
+def keepalive(options: Options, session: object = None) -> None:
     """The venue heartbeats each channel; WebSocket pings (answered by the library) suffice."""
     return None
 
@@ -147,15 +161,16 @@ def _trade(sym: str, t: Any, recv_us: int, source: str = "ws") -> Tick:
                       source=source)
 
 
+@Bitfinex.member
 class Parser:
     """Frame -> events for one connection: its chanId map, its sequence number, its pause."""
 
     __slots__ = ("symbols", "chans", "check_seq", "last_seq", "paused")
 
-    def __init__(self, symbols: dict[str, str], options: dict):
+    def __init__(self, symbols: dict[str, str], options: Options):
         self.symbols = symbols
         self.chans: dict[int, str] = {}
-        self.check_seq = bool(options.get("sequence_numbers", True))
+        self.check_seq = bool(options.sequence_numbers)
         self.last_seq: int | None = None
         self.paused = False
 
@@ -250,7 +265,8 @@ def _rows(body: Any) -> list:
     return body
 
 
-def history_by_time_request(venue_symbol: str, start_us: int, end_us: int | None, options: dict,
+@Bitfinex.member
+def history_by_time_request(venue_symbol: str, start_us: int, end_us: int | None, options: Options,
                             cursor: Any = None) -> HttpRequest:
     """Trades with start <= MTS <= end, oldest first; a page continues from its last MTS."""
     params = {"start": str(cursor if cursor is not None else start_us // 1000), "limit": str(REPAIR_PAGE),
@@ -260,7 +276,8 @@ def history_by_time_request(venue_symbol: str, start_us: int, end_us: int | None
     return HttpRequest("GET", f"/v2/trades/{venue_symbol}/hist", params)
 
 
-def parse_history_page(body: Any, symbol: str, recv_us: int, options: dict, start_us: int,
+@Bitfinex.member
+def parse_history_page(body: Any, symbol: str, recv_us: int, options: Options, start_us: int,
                        end_us: int | None) -> tuple[list[Tick], Any, bool]:
     rows = _rows(body)
     ticks = [_trade(symbol, r, recv_us, "rest") for r in rows]
@@ -275,11 +292,13 @@ def parse_history_page(body: Any, symbol: str, recv_us: int, options: dict, star
 
 # --- candles (reconciliation) --------------------------------------------------------------------
 
+@Bitfinex.member
 def candles_request(venue_symbol: str, start_ms: int, end_ms: int) -> HttpRequest:
     return HttpRequest("GET", f"/v2/candles/trade:1m:{venue_symbol}/hist",
                        {"start": str(start_ms), "end": str(end_ms), "limit": "10000", "sort": "1"})
 
 
+@Bitfinex.member
 def parse_candles(body: Any) -> list[dict]:
     return sorted(({"minute_us": int(r[0]) * 1000, "open": number(r[1]), "high": number(r[3]), "low": number(r[4]),
                     "close": number(r[2]), "volume": number(r[5]), "trade_count": None} for r in _rows(body)),

@@ -19,52 +19,60 @@ Facts this module encodes (shared/reference/venues-*.md §4):
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
-from ..tick import Tick
 from .base import (Ack, HttpRequest, Ignored, Instrument, MalformedFrame, Reconnect, UnknownSymbol,
-                   Unrecognised, VenueError, int_field, json_object, reject_unknown_options, trade_tick)
+                   Unrecognised, Venue, VenueError, VenueOptions, int_field, json_object, seconds_in,
+                   trade_tick)
 
 NAME = "bitstamp"
-LIVE_WS_URL = "wss://ws.bitstamp.net"
-LIVE_REST_URL = "https://www.bitstamp.net"
 
-IDLE_TIMEOUT = 40.0          # our heartbeat every 15 s draws a reply; the server pings ~54 s
 KEEPALIVE_INTERVAL = 15.0
-MAX_LIFETIME = 0             # the 90-day age limit ends in a close we survive like any other
-SEQUENTIAL_IDS = False
-REPAIR_BY = None
-LATENESS_US = 2_000_000
-BACKFILL_BY = None
-NO_BACKFILL = "its REST returns only the last minute, hour or day of trades (transactions?time=)"
 
 _SIDES = ("buy", "sell")
 # control events: heartbeat replies, unsubscription acks, the greeting
 _CONTROL = ("bts:heartbeat", "bts:unsubscription_succeeded", "bts:connection_established")
 _TRADES = "live_trades_"
 
-OPTIONS = {"heartbeat_interval": "seconds between our bts:heartbeat requests (default 15)"}
+
+@dataclass(frozen=True)
+class Options(VenueOptions):
+    heartbeat_interval: float = KEEPALIVE_INTERVAL   # s between our bts:heartbeat requests
+
+    def check(self) -> None:
+        seconds_in("heartbeat_interval", self.heartbeat_interval, 60)
 
 
-def validate_options(options: dict) -> None:
-    reject_unknown_options(options, OPTIONS)
-    hb = options.get("heartbeat_interval", KEEPALIVE_INTERVAL)
-    if not isinstance(hb, (int, float)) or not 0 < hb <= 60:
-        raise ValueError(f"heartbeat_interval must be a number of seconds in (0, 60], not {hb!r}")
+class Bitstamp(Venue):
+    """Bitstamp, the venue contract filled in (venues/base.py says what each member is)."""
+
+    NAME = NAME
+    LIVE_WS_URL = "wss://ws.bitstamp.net"
+    LIVE_REST_URL = "https://www.bitstamp.net"
+    IDLE_TIMEOUT = 40.0          # our heartbeat every 15 s draws a reply; the server pings ~54 s
+    MAX_LIFETIME = 0             # the 90-day age limit ends in a close we survive like any other
+    REPAIR_BY = None             # no trade history: holes are recorded unrepairable
+    Options = Options
+    BACKFILL_BY = None
+    NO_BACKFILL = "its REST returns only the last minute, hour or day of trades (transactions?time=)"
 
 
+@Bitstamp.member
 def to_venue_symbol(symbol: str) -> str:
     return symbol.replace("-", "").lower()
 
 
 # --- instruments -------------------------------------------------------------------------------
 
+@Bitstamp.member
 def instruments_request() -> HttpRequest:
     return HttpRequest("GET", "/api/v2/trading-pairs-info/")
 
 
+@Bitstamp.member
 def parse_instruments(body: Any) -> list[Instrument]:
     if not isinstance(body, list):
         raise MalformedFrame(f"bitstamp trading-pairs-info is not a list: {str(body)[:200]}")
@@ -79,23 +87,27 @@ def parse_instruments(body: Any) -> list[Instrument]:
 
 # --- websocket ---------------------------------------------------------------------------------
 
-def connect_url(base: str, venue_symbols: list[str], options: dict, session: object = None) -> str:
+@Bitstamp.member
+def connect_url(base: str, venue_symbols: list[str], options: Options, session: object = None) -> str:
     return base.rstrip("/") + "/"
 
 
-def subscribe_messages(venue_symbols: list[str], options: dict, first_id: int = 1) -> list[tuple[str, str]]:
+@Bitstamp.member
+def subscribe_messages(venue_symbols: list[str], options: Options, first_id: int = 1) -> list[tuple[str, str]]:
     return [(_TRADES + s, orjson.dumps({"event": "bts:subscribe", "data": {"channel": _TRADES + s}}).decode())
             for s in venue_symbols]
 
 
-def keepalive(options: dict, session: object = None) -> tuple[float, str]:
-    return float(options.get("heartbeat_interval", KEEPALIVE_INTERVAL)), '{"event":"bts:heartbeat"}'
+@Bitstamp.member
+def keepalive(options: Options, session: object = None) -> tuple[float, str]:
+    return float(options.heartbeat_interval), '{"event":"bts:heartbeat"}'
 
 
+@Bitstamp.member
 class Parser:
     __slots__ = ("symbols",)
 
-    def __init__(self, symbols: dict[str, str], options: dict):
+    def __init__(self, symbols: dict[str, str], options: Options):
         self.symbols = symbols
 
     def parse(self, frame: str | bytes, recv_us: int) -> list:
@@ -132,11 +144,13 @@ class Parser:
 
 # --- candles (reconciliation) --------------------------------------------------------------------
 
+@Bitstamp.member
 def candles_request(venue_symbol: str, start_ms: int, end_ms: int) -> HttpRequest:
     return HttpRequest("GET", f"/api/v2/ohlc/{venue_symbol}/",
                        {"step": "60", "limit": "1000", "start": str(start_ms // 1000), "end": str(end_ms // 1000)})
 
 
+@Bitstamp.member
 def parse_candles(body: Any) -> list[dict]:
     try:
         rows = body["data"]["ohlc"]

@@ -20,43 +20,50 @@ Facts this module encodes (shared/reference/venues-bybit-bitfinex-gateio-bitstam
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
 from ..tick import Tick
-from .base import (Ack, HttpRequest, Ignored, Instrument, MalformedFrame, UnknownSymbol, Unrecognised,
-                   VenueError, int_field, json_object, reject_unknown_options, trade_tick)
+from .base import (Ack, HttpRequest, Ignored, Instrument, MalformedFrame, UnknownSymbol, Unrecognised, Venue,
+                   VenueError, VenueOptions, int_field, json_object, seconds_in, trade_tick)
+
 from .retry_after import RetryAfter
-
 NAME = "bybit"
-LIVE_WS_URL = "wss://stream.bybit.com"
-LIVE_REST_URL = "https://api.bybit.com"
 
-IDLE_TIMEOUT = 30.0          # our pings every 20 s draw a pong: 30 s of nothing is a dead link
 KEEPALIVE_INTERVAL = 20.0    # the venue's recommendation
-MAX_LIFETIME = 0
-SEQUENTIAL_IDS = False       # ids are not consecutive: holes are spans of time
-REPAIR_BY = "time"
 RECENT_LIMIT = 60            # spot recent-trade maximum
 MAX_ARGS = 10                # spot args per subscribe request
-LATENESS_US = 2_000_000
-BACKFILL_BY = None
-NO_BACKFILL = "its spot REST returns only the last 60 trades (recent-trade has no time or id parameter)"
-RETRY_AFTER = RetryAfter(statuses=(403, 429))     # 403: the IP rate block
 
-OPTIONS = {"ping_interval": "seconds between our op pings (default 20)"}
 
 _SIDES = {"Buy": "buy", "Sell": "sell"}
 
 
-def validate_options(options: dict) -> None:
-    reject_unknown_options(options, OPTIONS)
-    pi = options.get("ping_interval", KEEPALIVE_INTERVAL)
-    if not isinstance(pi, (int, float)) or not 0 < pi <= 60:
-        raise ValueError(f"ping_interval must be a number of seconds in (0, 60], not {pi!r}")
+@dataclass(frozen=True)
+class Options(VenueOptions):
+    ping_interval: float = KEEPALIVE_INTERVAL   # s between our op pings
+
+    def check(self) -> None:
+        seconds_in("ping_interval", self.ping_interval, 60)
 
 
+class Bybit(Venue):
+    """Bybit spot, the venue contract filled in (venues/base.py says what each member is)."""
+
+    NAME = NAME
+    LIVE_WS_URL = "wss://stream.bybit.com"
+    LIVE_REST_URL = "https://api.bybit.com"
+    IDLE_TIMEOUT = 30.0          # our pings every 20 s draw a pong: 30 s of nothing is a dead link
+    SEQUENTIAL_IDS = False       # ids are not consecutive: holes are spans of time
+    REPAIR_BY = "time"
+    Options = Options
+    BACKFILL_BY = None
+    NO_BACKFILL = "its spot REST returns only the last 60 trades (recent-trade has no time or id parameter)"
+    RETRY_AFTER = RetryAfter(statuses=(403, 429))     # 403: the IP rate block
+
+
+@Bybit.member
 def to_venue_symbol(symbol: str) -> str:
     return symbol.replace("-", "")
 
@@ -78,10 +85,12 @@ def _list(body: Any) -> list:
     return rows
 
 
+@Bybit.member
 def instruments_request() -> HttpRequest:
     return HttpRequest("GET", "/v5/market/instruments-info", {"category": "spot"})
 
 
+@Bybit.member
 def parse_instruments(body: Any) -> list[Instrument]:
     return [Instrument(r["symbol"], f"{r['baseCoin']}-{r['quoteCoin']}", r.get("status", ""))
             for r in _list(body) if r.get("status") == "Trading"]
@@ -89,11 +98,13 @@ def parse_instruments(body: Any) -> list[Instrument]:
 
 # --- websocket -----------------------------------------------------------------------------------
 
-def connect_url(base: str, venue_symbols: list[str], options: dict, session: object = None) -> str:
+@Bybit.member
+def connect_url(base: str, venue_symbols: list[str], options: Options, session: object = None) -> str:
     return base.rstrip("/") + "/v5/public/spot"
 
 
-def subscribe_messages(venue_symbols: list[str], options: dict, first_id: int = 1) -> list[tuple[str, str]]:
+@Bybit.member
+def subscribe_messages(venue_symbols: list[str], options: Options, first_id: int = 1) -> list[tuple[str, str]]:
     topics = [f"publicTrade.{s}" for s in venue_symbols]
     out = []
     for k in range(0, len(topics), MAX_ARGS):
@@ -102,14 +113,16 @@ def subscribe_messages(venue_symbols: list[str], options: dict, first_id: int = 
     return out
 
 
-def keepalive(options: dict, session: object = None) -> tuple[float, str]:
-    return float(options.get("ping_interval", KEEPALIVE_INTERVAL)), '{"op":"ping"}'
+@Bybit.member
+def keepalive(options: Options, session: object = None) -> tuple[float, str]:
+    return float(options.ping_interval), '{"op":"ping"}'
 
 
+@Bybit.member
 class Parser:
     __slots__ = ("symbols",)
 
-    def __init__(self, symbols: dict[str, str], options: dict):
+    def __init__(self, symbols: dict[str, str], options: Options):
         self.symbols = symbols
 
     def parse(self, frame: str | bytes, recv_us: int) -> list:
@@ -152,22 +165,24 @@ class Parser:
 
 # --- REST repair ------------------------------------------------------------------------------------
 
-def history_by_time_request(venue_symbol: str, start_us: int, end_us: int | None, options: dict,
+@Bybit.member
+def history_by_time_request(venue_symbol: str, start_us: int, end_us: int | None, options: Options,
                             cursor: object = None) -> HttpRequest:
     # No time or id parameters exist on spot: the last 60 trades are all the venue gives back.
     return HttpRequest("GET", "/v5/market/recent-trade",
                        {"category": "spot", "symbol": venue_symbol, "limit": str(RECENT_LIMIT)})
 
 
-def parse_history_page(body: Any, symbol: str, recv_us: int, options: dict, start_us: int,
+@Bybit.member
+def parse_history_page(body: Any, symbol: str, recv_us: int, options: Options, start_us: int,
                        end_us: int | None) -> tuple[list[Tick], None, bool]:
     """(ticks oldest first, no next page, complete). Complete only when the page reaches strictly
     before `start_us` (a trade at `start_us` itself may have had same-millisecond siblings that fell
     off the page) or holds fewer rows than asked (the venue's whole tape)."""
     rows = _list(body)
     try:
-        ticks = [Tick(NAME, symbol, int(r["time"]) * 1000, r["price"], r["price"], r["price"], r["price"],
-                      r["size"], 1, _SIDES[r["side"]], str(r["execId"]), recv_us, "rest") for r in rows]
+        ticks = [Tick.trade(NAME, symbol, int(r["time"]) * 1000, r["price"], r["size"], _SIDES[r["side"]],
+                            str(r["execId"]), recv_us, "rest") for r in rows]
     except (KeyError, TypeError, ValueError) as ex:
         raise MalformedFrame(f"recent-trade row lacks or mistypes field {ex}") from None
     ticks.sort(key=lambda t: (t.ts_us, int(t.trade_id)))
@@ -179,11 +194,13 @@ def parse_history_page(body: Any, symbol: str, recv_us: int, options: dict, star
 
 # --- candles (reconciliation) -------------------------------------------------------------------------
 
+@Bybit.member
 def candles_request(venue_symbol: str, start_ms: int, end_ms: int) -> HttpRequest:
     return HttpRequest("GET", "/v5/market/kline", {"category": "spot", "symbol": venue_symbol, "interval": "1",
                                                    "start": str(start_ms), "end": str(end_ms), "limit": "1000"})
 
 
+@Bybit.member
 def parse_candles(body: Any) -> list[dict]:
     # Newest first on the wire; no trade count.
     return sorted(({"minute_us": int(r[0]) * 1000, "open": r[1], "high": r[2], "low": r[3], "close": r[4],

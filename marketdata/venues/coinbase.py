@@ -30,34 +30,33 @@ import orjson
 
 from ..tick import Tick
 from .base import (Ack, HttpRequest, Ignored, Instrument, LastTradeId, MalformedFrame, UnknownSymbol,
-                   Unrecognised, VenueError, int_field, json_object, trade_tick)
+                   Unrecognised, Venue, VenueError, int_field, json_object, trade_tick)
 
 NAME = "coinbase"
-LIVE_WS_URL = "wss://ws-feed.exchange.coinbase.com"
-LIVE_REST_URL = "https://api.exchange.coinbase.com"
 
-IDLE_TIMEOUT = 5.0           # heartbeats arrive every second per product: 5 s of nothing is a dead link
-MAX_LIFETIME = 0
-SEQUENTIAL_IDS = True
-REPAIR_BY = "id"
 REPAIR_PAGE = 1000
-LATENESS_US = 2_000_000
-BACKFILL_BY = None
-NO_BACKFILL = ("its REST pages trades only by trade id (trades?after=) and has no way to find the "
-               "id at a time")
-CANDLES_HAVE_TRADE_COUNT = False
 SUBSCRIBE_ID = "subscribe"   # the venue's ack has no request id: one subscribe, one ack
 
 _TAKER = {"sell": "buy", "buy": "sell"}
 
-OPTIONS: dict[str, str] = {}
+
+class Coinbase(Venue):
+    """Coinbase Exchange, the venue contract filled in (venues/base.py says what each member is); no options."""
+
+    NAME = NAME
+    LIVE_WS_URL = "wss://ws-feed.exchange.coinbase.com"
+    LIVE_REST_URL = "https://api.exchange.coinbase.com"
+    IDLE_TIMEOUT = 5.0           # heartbeats arrive every second per product: 5 s of nothing is a dead link
+    SEQUENTIAL_IDS = True
+    REPAIR_BY = "id"
+    REPAIR_PAGE = REPAIR_PAGE
+    CANDLES_HAVE_TRADE_COUNT = False
+    BACKFILL_BY = None
+    NO_BACKFILL = ("its REST pages trades only by trade id (trades?after=) and has no way to find the "
+                   "id at a time")
 
 
-def validate_options(options: dict) -> None:
-    if options:
-        raise ValueError(f"unknown option(s) {sorted(options)}; coinbase takes none")
-
-
+@Coinbase.member
 def to_venue_symbol(symbol: str) -> str:
     return symbol
 
@@ -80,10 +79,12 @@ def parse_time_us(text: str) -> int:
 
 # --- instruments -------------------------------------------------------------------------------
 
+@Coinbase.member
 def instruments_request() -> HttpRequest:
     return HttpRequest("GET", "/products")
 
 
+@Coinbase.member
 def parse_instruments(body: Any) -> list[Instrument]:
     if not isinstance(body, list):
         raise MalformedFrame(f"coinbase /products answer is not a list: {str(body)[:200]}")
@@ -93,20 +94,24 @@ def parse_instruments(body: Any) -> list[Instrument]:
 
 # --- websocket ---------------------------------------------------------------------------------
 
+@Coinbase.member
 def connect_url(base: str, venue_symbols: list[str], options: dict, session: object = None) -> str:
     return base.rstrip("/") + "/"
 
 
+@Coinbase.member
 def subscribe_messages(venue_symbols: list[str], options: dict, first_id: int = 1) -> list[tuple[str, str]]:
     return [(SUBSCRIBE_ID, orjson.dumps({"type": "subscribe", "product_ids": venue_symbols,
                                          "channels": ["matches", "heartbeat"]}).decode())]
 
 
+@Coinbase.member
 def keepalive(options: dict, session: object = None) -> None:
     """The heartbeat channel keeps bytes flowing; the library's ping frames do the rest."""
     return None
 
 
+@Coinbase.member
 class Parser:
     __slots__ = ("symbols",)
 
@@ -150,22 +155,20 @@ class Parser:
 
 # --- REST repair ---------------------------------------------------------------------------------
 
-def trade_id_int(trade_id: str) -> int:
-    return int(trade_id)
-
-
+@Coinbase.member
 def history_by_id_request(venue_symbol: str, from_id: int, options: dict) -> HttpRequest:
     # `after` returns the ids below it, newest first: after=lo+1000 gives lo .. lo+999.
     return HttpRequest("GET", f"/products/{venue_symbol}/trades",
                        {"after": str(from_id + REPAIR_PAGE), "limit": str(REPAIR_PAGE)})
 
 
+@Coinbase.member
 def parse_history(body: Any, symbol: str, recv_us: int, options: dict) -> list[Tick]:
     if not isinstance(body, list):
         raise MalformedFrame(f"coinbase trades answer is not a list: {str(body)[:200]}")
     try:
-        out = [Tick(NAME, symbol, parse_time_us(r["time"]), r["price"], r["price"], r["price"], r["price"],
-                    r["size"], 1, _TAKER[r["side"]], str(int(r["trade_id"])), recv_us, "rest") for r in body]
+        out = [Tick.trade(NAME, symbol, parse_time_us(r["time"]), r["price"], r["size"], _TAKER[r["side"]],
+                          str(int(r["trade_id"])), recv_us, "rest") for r in body]
     except (KeyError, TypeError, ValueError) as ex:
         raise MalformedFrame(f"coinbase trade row lacks or mistypes field {ex}") from None
     out.sort(key=lambda t: int(t.trade_id))
@@ -178,6 +181,7 @@ def _iso(ms: int) -> str:
     return datetime.fromtimestamp(ms / 1000, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+@Coinbase.member
 def candles_request(venue_symbol: str, start_ms: int, end_ms: int) -> HttpRequest:
     # At most 300 buckets per request; a wider range is rejected, so ask for 300 and page on.
     end_ms = min(end_ms, start_ms + 299 * 60_000)
@@ -185,6 +189,7 @@ def candles_request(venue_symbol: str, start_ms: int, end_ms: int) -> HttpReques
                        {"granularity": "60", "start": _iso(start_ms), "end": _iso(end_ms)})
 
 
+@Coinbase.member
 def parse_candles(body: Any) -> list[dict]:
     if not isinstance(body, list):
         raise MalformedFrame(f"coinbase candles answer is not a list: {str(body)[:200]}")

@@ -25,37 +25,45 @@ Facts this module encodes (shared/reference/venues-*.md §3):
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
 from ..tick import Tick
 from .base import (Ack, HttpRequest, Ignored, Instrument, MalformedFrame, UnknownSymbol, Unrecognised,
-                   Unsequenced, VenueError, int_field, json_object, reject_unknown_options, trade_tick)
+                   Unsequenced, Venue, VenueError, VenueOptions, int_field, json_object, seconds_in,
+                   trade_tick)
 
 NAME = "gateio"
-LIVE_WS_URL = "wss://api.gateio.ws"
-LIVE_REST_URL = "https://api.gateio.ws"
 
-IDLE_TIMEOUT = 25.0          # our spot.ping every 10 s draws a pong, the server pings too
 KEEPALIVE_INTERVAL = 10.0    # the official demo's period
-MAX_LIFETIME = 0
-SEQUENTIAL_IDS = True        # on id_market
-REPAIR_BY = "id"
 REPAIR_PAGE = 1000
-LATENESS_US = 2_000_000
-BACKFILL_BY = "time"               # spot/trades?from&to
-
-OPTIONS = {"ping_interval": "seconds between our spot.ping requests (default 10)"}
 
 
-def validate_options(options: dict) -> None:
-    reject_unknown_options(options, OPTIONS)
-    pi = options.get("ping_interval", KEEPALIVE_INTERVAL)
-    if not isinstance(pi, (int, float)) or not 0 < pi <= 60:
-        raise ValueError(f"ping_interval must be a number of seconds in (0, 60], not {pi!r}")
+@dataclass(frozen=True)
+class Options(VenueOptions):
+    ping_interval: float = KEEPALIVE_INTERVAL   # s between our spot.ping requests
+
+    def check(self) -> None:
+        seconds_in("ping_interval", self.ping_interval, 60)
 
 
+class Gateio(Venue):
+    """Gate.io spot, the venue contract filled in (venues/base.py says what each member is)."""
+
+    NAME = NAME
+    LIVE_WS_URL = "wss://api.gateio.ws"
+    LIVE_REST_URL = "https://api.gateio.ws"
+    IDLE_TIMEOUT = 25.0          # our spot.ping every 10 s draws a pong, the server pings too
+    SEQUENTIAL_IDS = True        # on id_market
+    REPAIR_BY = "id"
+    REPAIR_PAGE = REPAIR_PAGE
+    Options = Options
+    BACKFILL_BY = "time"               # spot/trades?from&to
+
+
+@Gateio.member
 def to_venue_symbol(symbol: str) -> str:
     return symbol.replace("-", "_")
 
@@ -97,10 +105,12 @@ CURSORS = _Cursors()
 
 # --- instruments -------------------------------------------------------------------------------
 
+@Gateio.member
 def instruments_request() -> HttpRequest:
     return HttpRequest("GET", "/api/v4/spot/currency_pairs")
 
 
+@Gateio.member
 def parse_instruments(body: Any) -> list[Instrument]:
     if not isinstance(body, list):
         raise MalformedFrame(f"gateio currency_pairs is not a list: {str(body)[:200]}")
@@ -110,11 +120,13 @@ def parse_instruments(body: Any) -> list[Instrument]:
 
 # --- websocket ---------------------------------------------------------------------------------
 
-def connect_url(base: str, venue_symbols: list[str], options: dict, session: object = None) -> str:
+@Gateio.member
+def connect_url(base: str, venue_symbols: list[str], options: Options, session: object = None) -> str:
     return base.rstrip("/") + "/ws/v4/"
 
 
-def subscribe_messages(venue_symbols: list[str], options: dict, first_id: int = 1) -> list[tuple[int, str]]:
+@Gateio.member
+def subscribe_messages(venue_symbols: list[str], options: Options, first_id: int = 1) -> list[tuple[int, str]]:
     return [(first_id, orjson.dumps({"time": int(time.time()), "id": first_id, "channel": "spot.trades",
                                      "event": "subscribe", "payload": venue_symbols}).decode())]
 
@@ -123,14 +135,16 @@ def _ping() -> str:
     return '{"time":%d,"channel":"spot.ping"}' % int(time.time())
 
 
-def keepalive(options: dict, session: object = None):
-    return float(options.get("ping_interval", KEEPALIVE_INTERVAL)), _ping
+@Gateio.member
+def keepalive(options: Options, session: object = None):
+    return float(options.ping_interval), _ping
 
 
+@Gateio.member
 class Parser:
     __slots__ = ("symbols",)
 
-    def __init__(self, symbols: dict[str, str], options: dict):
+    def __init__(self, symbols: dict[str, str], options: Options):
         self.symbols = symbols
 
     def parse(self, frame: str | bytes, recv_us: int) -> list:
@@ -171,7 +185,8 @@ class Parser:
 
 # --- REST repair ---------------------------------------------------------------------------------
 
-def history_by_id_request(venue_symbol: str, from_id: int, options: dict) -> HttpRequest:
+@Gateio.member
+def history_by_id_request(venue_symbol: str, from_id: int, options: Options) -> HttpRequest:
     """Market ids from_id.. : the trades after the platform id of market id from_id-1."""
     params: dict[str, Any] = {"currency_pair": venue_symbol, "limit": str(REPAIR_PAGE)}
     cursor = CURSORS.get(venue_symbol, from_id - 1)
@@ -180,7 +195,8 @@ def history_by_id_request(venue_symbol: str, from_id: int, options: dict) -> Htt
     return HttpRequest("GET", "/api/v4/spot/trades", params)
 
 
-def parse_history(body: Any, symbol: str, recv_us: int, options: dict) -> list[Tick]:
+@Gateio.member
+def parse_history(body: Any, symbol: str, recv_us: int, options: Options) -> list[Tick]:
     if not isinstance(body, list):
         raise MalformedFrame(f"gateio trades is not a list: {str(body)[:200]}")
     out = []
@@ -188,16 +204,16 @@ def parse_history(body: Any, symbol: str, recv_us: int, options: dict) -> list[T
         for r in body:
             m = int(r["sequence_id"])
             CURSORS.note(r["currency_pair"], m, int(r["id"]))
-            px = r["price"]
-            out.append(Tick(NAME, symbol, ts_us_of(r["create_time_ms"]), px, px, px, px, r["amount"], 1,
-                            r["side"], str(m), recv_us, "rest"))
+            out.append(Tick.trade(NAME, symbol, ts_us_of(r["create_time_ms"]), r["price"], r["amount"], r["side"],
+                                  str(m), recv_us, "rest"))
     except (KeyError, TypeError, ValueError) as ex:
         raise MalformedFrame(f"gateio trade row lacks or mistypes field {ex}") from None
     out.sort(key=lambda t: int(t.trade_id))
     return out
 
 
-def history_by_time_request(venue_symbol: str, start_us: int, end_us: int | None, options: dict,
+@Gateio.member
+def history_by_time_request(venue_symbol: str, start_us: int, end_us: int | None, options: Options,
                             cursor: Any = None) -> HttpRequest:
     """Trades with from <= create_time <= to (whole seconds, so the span is widened to them),
     newest first, <= 1000 a page: for a pair whose pushes lack `id_market`, where holes are spans
@@ -223,7 +239,8 @@ def _row_tick(r: Any, symbol: str, recv_us: int) -> Tick:
                       recv_us, source="rest")
 
 
-def parse_history_page(body: Any, symbol: str, recv_us: int, options: dict, start_us: int,
+@Gateio.member
+def parse_history_page(body: Any, symbol: str, recv_us: int, options: Options, start_us: int,
                        end_us: int | None) -> tuple[list[Tick], Any, bool]:
     """One page by time -> (ticks inside [start_us, end_us], next page or None, complete)."""
     if not isinstance(body, list):
@@ -244,12 +261,14 @@ def parse_history_page(body: Any, symbol: str, recv_us: int, options: dict, star
 
 # --- candles (reconciliation) --------------------------------------------------------------------
 
+@Gateio.member
 def candles_request(venue_symbol: str, start_ms: int, end_ms: int) -> HttpRequest:
     return HttpRequest("GET", "/api/v4/spot/candlesticks",
                        {"currency_pair": venue_symbol, "interval": "1m", "from": str(start_ms // 1000),
                         "to": str(end_ms // 1000)})
 
 
+@Gateio.member
 def parse_candles(body: Any) -> list[dict]:
     if not isinstance(body, list):
         raise MalformedFrame(f"gateio candlesticks is not a list: {str(body)[:200]}")

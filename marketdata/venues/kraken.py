@@ -34,32 +34,21 @@ from __future__ import annotations
 
 import calendar
 import json
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
 from ..tick import Tick
-from .base import (Ack, HttpRequest, Ignored, Instrument, MalformedFrame, UnknownSymbol, Unrecognised,
-                   VenueError, reject_unknown_options, trade_tick)
+from .base import (Ack, HttpRequest, Ignored, Instrument, MalformedFrame, UnknownSymbol, Unrecognised, Venue,
+                   VenueError, VenueOptions, one_of, trade_tick)
 
 NAME = "kraken"
-LIVE_WS_URL = "wss://ws.kraken.com"
-LIVE_REST_URL = "https://api.kraken.com"
 
-IDLE_TIMEOUT = 10.0          # heartbeats come ~1/s on a quiet link: 10 s of nothing is a dead link
 KEEPALIVE_INTERVAL = 15.0
-MAX_LIFETIME = 0
-LATENESS_US = 2_000_000
-BACKFILL_BY = "time"               # Trades?since pages its whole history
-# Module defaults are the default protocol's (v2); `sequence_rules(options)` gives the per-protocol ones.
-SEQUENTIAL_IDS = True
-REPAIR_BY = "time"
 REPAIR_PAGE = 1000
 
 PROTOCOLS = ("v2", "v1")
-OPTIONS = {"protocol": "v2 (default: sequential trade ids, gaps detectable) or v1 (channel ids, no trade id)",
-           "ping_interval": "seconds between our application pings (default 15; 0: none)",
-           "book_depth": "order-book levels with `books` on: 10 (default: the checksummed depth), 25, 100, 500, 1000"}
 BOOK_DEPTHS = (10, 25, 100, 500, 1000)
 
 # Kraken asset code -> canonical. Legacy codes carry an X (crypto) or Z (fiat) prefix in REST.
@@ -73,32 +62,52 @@ ASSET_CODES = {
 _WS_CODES = {"BTC": "XBT", "DOGE": "XDG"}
 
 
-def validate_options(options: dict) -> None:
-    reject_unknown_options(options, OPTIONS)
-    proto = options.get("protocol", "v2")
-    if proto not in PROTOCOLS:
-        raise ValueError(f"protocol must be one of {list(PROTOCOLS)} (v2 is the default), not {proto!r}")
-    pi = options.get("ping_interval", KEEPALIVE_INTERVAL)
-    if not isinstance(pi, (int, float)) or isinstance(pi, bool) or pi < 0:
-        raise ValueError(f"ping_interval must be a number of seconds >= 0, not {pi!r}")
-    if options.get("book_depth", 10) not in BOOK_DEPTHS:
-        raise ValueError(f"book_depth must be one of {list(BOOK_DEPTHS)}, not {options['book_depth']!r}")
+@dataclass(frozen=True)
+class Options(VenueOptions):
+    protocol: str = "v2"            # v2: sequential trade ids, gaps detectable; v1: channel ids, no trade id
+    ping_interval: float = KEEPALIVE_INTERVAL   # s between our application pings (0: none)
+    # order-book levels with `books` on: 10 (the checksummed depth), 25, 100, 500, 1000
+    book_depth: int = 10
+
+    def check(self) -> None:
+        one_of("protocol", self.protocol, list(PROTOCOLS), " (v2 is the default)")
+        pi = self.ping_interval
+        if not isinstance(pi, (int, float)) or isinstance(pi, bool) or pi < 0:
+            raise ValueError(f"ping_interval must be a number of seconds >= 0, not {pi!r}")
+        one_of("book_depth", self.book_depth, list(BOOK_DEPTHS))
 
 
-def _v1(options: dict) -> bool:
-    return options.get("protocol", "v2") == "v1"
+class Kraken(Venue):
+    """Kraken spot, the venue contract filled in (venues/base.py says what each member is)."""
+
+    NAME = NAME
+    LIVE_WS_URL = "wss://ws.kraken.com"
+    LIVE_REST_URL = "https://api.kraken.com"
+    IDLE_TIMEOUT = 10.0          # heartbeats come ~1/s on a quiet link: 10 s of nothing is a dead link
+    # Module defaults are the default protocol's (v2); `sequence_rules(options)` gives the per-protocol ones.
+    SEQUENTIAL_IDS = True
+    REPAIR_BY = "time"
+    REPAIR_PAGE = REPAIR_PAGE
+    Options = Options
+    BACKFILL_BY = "time"               # Trades?since pages its whole history
 
 
-def sequence_rules(options: dict) -> tuple[bool, str | None]:
+def _v1(options: Options) -> bool:
+    return options.protocol == "v1"
+
+
+@Kraken.member
+def sequence_rules(options: Options) -> tuple[bool, str | None]:
     """(sequential ids, repair_by) for these options: v2 ids are consecutive; v1 has none, so its
     holes are spans of time. Both repair by time from REST."""
-    return (not _v1(options), REPAIR_BY)
+    return (not _v1(options), Kraken.REPAIR_BY)
 
 
 def canonical_asset(code: str) -> str:
     return ASSET_CODES.get(code, code)
 
 
+@Kraken.member
 def to_venue_symbol(symbol: str) -> str:
     """Canonical -> v1 wsname (BTC-USD -> XBT/USD): the venue symbol everything here is keyed by."""
     base, _, quote = symbol.partition("-")
@@ -137,10 +146,12 @@ def _pair_rows(result: Any) -> list:
     return []
 
 
+@Kraken.member
 def instruments_request() -> HttpRequest:
     return HttpRequest("GET", "/0/public/AssetPairs")
 
 
+@Kraken.member
 def parse_instruments(body: Any) -> list[Instrument]:
     out = []
     for key, p in _result(body).items():
@@ -156,11 +167,13 @@ def parse_instruments(body: Any) -> list[Instrument]:
 
 # --- websocket ---------------------------------------------------------------------------------
 
-def connect_url(base: str, venue_symbols: list[str], options: dict, session: object = None) -> str:
+@Kraken.member
+def connect_url(base: str, venue_symbols: list[str], options: Options, session: object = None) -> str:
     return base.rstrip("/") + ("/" if _v1(options) else "/v2")
 
 
-def subscribe_messages(venue_symbols: list[str], options: dict, first_id: int = 1) -> list[tuple[int, str]]:
+@Kraken.member
+def subscribe_messages(venue_symbols: list[str], options: Options, first_id: int = 1) -> list[tuple[int, str]]:
     # One message for all pairs (the venue rate-limits messages); the Parser acks it once every
     # pair is subscribed.
     if _v1(options):
@@ -171,8 +184,9 @@ def subscribe_messages(venue_symbols: list[str], options: dict, first_id: int = 
     return [(first_id, orjson.dumps(msg).decode())]
 
 
-def keepalive(options: dict, session: object = None) -> tuple[float, str] | None:
-    interval = float(options.get("ping_interval", KEEPALIVE_INTERVAL))
+@Kraken.member
+def keepalive(options: Options, session: object = None) -> tuple[float, str] | None:
+    interval = float(options.ping_interval)
     if not interval:
         return None
     return interval, '{"event":"ping"}' if _v1(options) else '{"method":"ping"}'
@@ -242,12 +256,13 @@ class _TsParser:
         return self.sec * 1_000_000 + int((frac + "000000")[:6])
 
 
+@Kraken.member
 class Parser:
     """Frames of one connection. v1 channel ids live here and nowhere else."""
 
     __slots__ = ("symbols", "v1", "channels", "pending", "v2_symbols", "ts", "ids")
 
-    def __init__(self, symbols: dict[str, str], options: dict):
+    def __init__(self, symbols: dict[str, str], options: Options):
         self.symbols = symbols                        # wsname (XBT/USD) -> canonical
         self.v1 = _v1(options)
         self.channels: dict[int, tuple[str, str]] = {}  # channelID -> (wsname, canonical), this link only
@@ -387,7 +402,8 @@ class Parser:
 
 # --- REST repair (by time) ---------------------------------------------------------------------
 
-def history_by_time_request(venue_symbol: str, start_us: int, end_us: int | None, options: dict,
+@Kraken.member
+def history_by_time_request(venue_symbol: str, start_us: int, end_us: int | None, options: Options,
                             cursor: str | None = None) -> HttpRequest:
     """Trades from start_us on: `since` as a ns cursor just before start_us (exclusive), so trades
     at start_us itself come back; later pages feed `last` back."""
@@ -402,7 +418,8 @@ def _rest_ts(t: Any) -> int:
     return round(t * 1_000_000)     # float seconds: the µs are within float precision at today's epoch
 
 
-def parse_history_page(body: Any, symbol: str, recv_us: int, options: dict, start_us: int,
+@Kraken.member
+def parse_history_page(body: Any, symbol: str, recv_us: int, options: Options, start_us: int,
                        end_us: int | None) -> tuple[list[Tick], str | None, bool]:
     """One Trades page -> (ticks in [start_us, end_us], next cursor or None when the page passed
     end_us or reached the head of the tape, complete). Kraken keeps its whole history, so a page
@@ -422,7 +439,7 @@ def parse_history_page(body: Any, symbol: str, recv_us: int, options: dict, star
             price, qty, side = r[0], r[1], _SIDES_V1[r[3]]
             tid = ids(ts, price, qty, side) if v1 else str(int(r[6]))
             if ts >= start_us:
-                out.append(Tick(NAME, symbol, ts, price, price, price, price, qty, 1, side, tid, recv_us, "rest"))
+                out.append(Tick.trade(NAME, symbol, ts, price, qty, side, tid, recv_us, "rest"))
     except (IndexError, KeyError, TypeError, ValueError) as ex:
         raise MalformedFrame(f"Trades row lacks or mistypes a field: {ex!r}") from None
     last = result.get("last")
@@ -440,12 +457,14 @@ def parse_history_page(body: Any, symbol: str, recv_us: int, options: dict, star
 
 # --- candles (reconciliation) --------------------------------------------------------------------
 
+@Kraken.member
 def candles_request(venue_symbol: str, start_ms: int, end_ms: int) -> HttpRequest:
     # `since` is exclusive and the answer is at most the last 720 bars, whatever `since` says.
     return HttpRequest("GET", "/0/public/OHLC", {"pair": _rest_pair(venue_symbol), "interval": 1,
                                                  "since": start_ms // 1000 - 1})
 
 
+@Kraken.member
 def parse_candles(body: Any) -> list[dict]:
     try:
         return [{"minute_us": int(r[0]) * 1_000_000, "open": r[1], "high": r[2], "low": r[3], "close": r[4],

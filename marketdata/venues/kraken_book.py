@@ -18,36 +18,46 @@ from typing import Any
 
 import orjson
 
-from .base import Ack, HttpRequest, Ignored, MalformedFrame, Reconnect, UnknownSymbol, VenueError
+from .base import Ack, BookVenue, HttpRequest, Ignored, MalformedFrame, Reconnect, UnknownSymbol, VenueError
 from .retry_after import RetryAfter
-from .kraken import BOOK_DEPTHS
-from ..ingest.books.local import ASK, BID, LocalBook
-from ..ingest.books.sync import BookDelta, BookSnapshot
+from .book import ASK, BID, BookDelta, BookSnapshot, LocalBook
+from .kraken import BOOK_DEPTHS, Options
 
 NAME = "kraken"
-RETRY_AFTER = RetryAfter(header=None)         # books wait 1 s on a 429, whatever the header says
-SNAPSHOT_FROM = "ws"
 # Default view 10 = the checksummed levels: then every lost update fails the next checksum. With a
 # deeper view (option book_depth: 25 | 100 | 500 | 1000) a lost change below the top 10 is only
 # detected once it reaches the top 10 (or never, if it drifts out of the view first).
 DEPTH = 10
 DEPTHS = BOOK_DEPTHS            # one list, validated with the venue options
 CHECKSUM_LEVELS = 10
-IDLE_TIMEOUT = 10.0             # the venue sends a heartbeat every second when idle
 _ASSET_ALIASES = {"XBT": "BTC", "XDG": "DOGE"}
 
 
-def book_depth(options: dict) -> int:
-    d = int(options.get("book_depth", DEPTH))
+class KrakenBook(BookVenue):
+    """Kraken order books, the book contract filled in (venues/base.py BookVenue)."""
+
+    NAME = NAME
+    Options = Options
+    IDLE_TIMEOUT = 10.0             # the venue sends a heartbeat every second when idle
+    SNAPSHOT_FROM = "ws"
+    DEPTH = DEPTH
+    RETRY_AFTER = RetryAfter(header=None)         # books wait 1 s on a 429, whatever the header says
+
+
+@KrakenBook.member
+def book_depth(options: Options) -> int:
+    d = int(options.book_depth)
     if d not in DEPTHS:
         raise ValueError(f"book_depth must be one of {DEPTHS}, not {d}")
     return d
 
 
+@KrakenBook.member
 def instruments_request() -> HttpRequest:
     return HttpRequest("GET", "/0/public/AssetPairs")
 
 
+@KrakenBook.member
 def parse_instruments(body: Any) -> dict[str, str]:
     if not isinstance(body, dict) or body.get("error") or not isinstance(body.get("result"), dict):
         raise MalformedFrame(f"kraken AssetPairs answer: {str(body)[:200]}")
@@ -63,15 +73,17 @@ def parse_instruments(body: Any) -> dict[str, str]:
 
 # --- sequencing rule and checksum ------------------------------------------------------------
 
+@KrakenBook.member
 def stale(book_id, d: BookDelta) -> bool:
     return False
 
 
+@KrakenBook.member
 def continues(book_id, d: BookDelta) -> bool:
     return True                 # no ids: only the checksum can tell
 
 
-aligns = continues
+aligns = KrakenBook.member(continues, "aligns")
 
 
 def kraken_checksum(bids: list[tuple[str, str]], asks: list[tuple[str, str]]) -> int:
@@ -80,33 +92,38 @@ def kraken_checksum(bids: list[tuple[str, str]], asks: list[tuple[str, str]]) ->
     return zlib.crc32(s.encode())
 
 
+@KrakenBook.member
 def checksum(book: LocalBook) -> int:
     return kraken_checksum(book.top(BID, CHECKSUM_LEVELS), book.top(ASK, CHECKSUM_LEVELS))
 
 
 # --- websocket -------------------------------------------------------------------------------
 
-def connect_url(base: str, venue_symbols: list[str], options: dict, session: object = None) -> str:
+@KrakenBook.member
+def connect_url(base: str, venue_symbols: list[str], options: Options, session: object = None) -> str:
     return base.rstrip("/") + "/"
 
 
-def _sub(event: str, pairs: list[str], options: dict, reqid: int | None = None) -> str:
+def _sub(event: str, pairs: list[str], options: Options, reqid: int | None = None) -> str:
     msg: dict = {"event": event, "pair": pairs, "subscription": {"name": "book", "depth": book_depth(options)}}
     if reqid is not None:
         msg["reqid"] = reqid
     return orjson.dumps(msg).decode()
 
 
-def subscribe_messages(venue_symbols: list[str], options: dict, first_id: int = 1) -> list[tuple[Any, str]]:
+@KrakenBook.member
+def subscribe_messages(venue_symbols: list[str], options: Options, first_id: int = 1) -> list[tuple[Any, str]]:
     # One status per pair, each echoing reqid: the link is subscribed when every pair answered.
     return [((first_id, p), _sub("subscribe", [p], options, first_id + i)) for i, p in enumerate(venue_symbols)]
 
 
-def resubscribe_messages(venue_symbol: str, options: dict) -> list[str]:
+@KrakenBook.member
+def resubscribe_messages(venue_symbol: str, options: Options) -> list[str]:
     return [_sub("unsubscribe", [venue_symbol], options), _sub("subscribe", [venue_symbol], options)]
 
 
-def keepalive(options: dict, session: object = None) -> None:
+@KrakenBook.member
+def keepalive(options: Options, session: object = None) -> None:
     return None
 
 
@@ -121,10 +138,11 @@ def _ts_us(levels: list) -> int:
     return best
 
 
+@KrakenBook.member
 class Parser:
     __slots__ = ("symbols", "channels", "first_id")
 
-    def __init__(self, symbols: dict[str, str], options: dict):
+    def __init__(self, symbols: dict[str, str], options: Options):
         self.symbols = symbols                 # wsname -> canonical
         self.channels: dict[int, str] = {}     # channelID -> canonical (this link only)
         self.first_id = 1

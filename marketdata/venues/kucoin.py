@@ -31,35 +31,43 @@ import orjson
 
 from ..tick import Tick
 from .base import (Ack, HttpRequest, Ignored, Instrument, MalformedFrame, Reconnect, UnknownSymbol,
-                   Unrecognised, VenueError, int_field, json_object, reject_unknown_options, trade_tick)
+                   Unrecognised, Venue, VenueError, VenueOptions, int_field, json_object, seconds_in,
+                   trade_tick)
 
 NAME = "kucoin"
-LIVE_WS_URL = "wss://ws-api-spot.kucoin.com"   # informational: the bullet answer names the endpoint
-LIVE_REST_URL = "https://api.kucoin.com"
 
-IDLE_TIMEOUT = 30.0          # our pings every pingInterval (18 s) draw a pong within pingTimeout (10 s)
-MAX_LIFETIME = 0             # the token's lifetime governs (session_ttl)
-SEQUENTIAL_IDS = False       # tradeId == the shared matching-engine sequence: it jumps
-REPAIR_BY = "time"
 HISTORY_LIMIT = 100          # histories returns the last 100 trades, no more, no paging
-LATENESS_US = 2_000_000
-BACKFILL_BY = None
-NO_BACKFILL = "its REST returns only the last 100 trades (market/histories has no time or id parameter)"
 MAX_TOPICS_PER_MESSAGE = 100
 DEFAULT_TOKEN_TTL = 20 * 3600.0    # the venue's 24 h, less a margin: we rotate at 80 % of it
 SUCCESS = "200000"
-CANDLES_HAVE_TRADE_COUNT = False   # reconciliation compares volume (and high/low) only
-
-OPTIONS = {"token_ttl": "seconds a bullet token is trusted (default 72000; below the venue's 24 h)"}
 
 
-def validate_options(options: dict) -> None:
-    reject_unknown_options(options, OPTIONS)
-    ttl = options.get("token_ttl", DEFAULT_TOKEN_TTL)
-    if isinstance(ttl, bool) or not isinstance(ttl, (int, float)) or not 0 < ttl < 86400:
-        raise ValueError(f"token_ttl must be a number of seconds in (0, 86400) (tokens live 24 h), not {ttl!r}")
+@dataclass(frozen=True)
+class Options(VenueOptions):
+    token_ttl: float = DEFAULT_TOKEN_TTL   # s a bullet token is trusted (below the venue's 24 h)
+
+    def check(self) -> None:
+        seconds_in("token_ttl", self.token_ttl, 86400, upper_open=True, note=" (tokens live 24 h)")
 
 
+class Kucoin(Venue):
+    """KuCoin spot, the venue contract filled in (venues/base.py says what each member is)."""
+
+    NAME = NAME
+    LIVE_WS_URL = "wss://ws-api-spot.kucoin.com"   # informational: the bullet answer names the endpoint
+    LIVE_REST_URL = "https://api.kucoin.com"
+    IDLE_TIMEOUT = 30.0          # our pings every pingInterval (18 s) draw a pong within pingTimeout (10 s)
+    MAX_LIFETIME = 0             # the token's lifetime governs (session_ttl)
+    GREETING = True              # the welcome message comes before any subscribe
+    SEQUENTIAL_IDS = False       # tradeId == the shared matching-engine sequence: it jumps
+    REPAIR_BY = "time"
+    CANDLES_HAVE_TRADE_COUNT = False   # reconciliation compares volume (and high/low) only
+    Options = Options
+    BACKFILL_BY = None
+    NO_BACKFILL = "its REST returns only the last 100 trades (market/histories has no time or id parameter)"
+
+
+@Kucoin.member
 def to_venue_symbol(symbol: str) -> str:
     return symbol
 
@@ -74,10 +82,12 @@ def _data(body: Any) -> Any:
 
 # --- instruments ---------------------------------------------------------------------------------
 
+@Kucoin.member
 def instruments_request() -> HttpRequest:
     return HttpRequest("GET", "/api/v2/symbols")
 
 
+@Kucoin.member
 def parse_instruments(body: Any) -> list[Instrument]:
     # Canonical from the exchange's currency codes (like base/quote elsewhere); the API `symbol`
     # is what goes on the wire.
@@ -98,10 +108,12 @@ class Session:
     ping_timeout: float      # seconds
 
 
-def session_request(options: dict) -> HttpRequest:
+@Kucoin.member
+def session_request(options: Options) -> HttpRequest:
     return HttpRequest("POST", "/api/v1/bullet-public")
 
 
+@Kucoin.member
 def parse_session(body: Any) -> Session:
     d = _data(body)
     try:
@@ -112,11 +124,13 @@ def parse_session(body: Any) -> Session:
         raise MalformedFrame(f"kucoin bullet answer lacks or mistypes {e}: {str(d)[:200]}") from None
 
 
-def session_ttl(session: Session | None, options: dict | None = None) -> float:
+@Kucoin.member
+def session_ttl(session: Session | None, options: Options | None = None) -> float:
     return float((options or {}).get("token_ttl", DEFAULT_TOKEN_TTL))
 
 
-def connect_url(base: str, venue_symbols: list[str], options: dict, session: Session | None = None) -> str:
+@Kucoin.member
+def connect_url(base: str, venue_symbols: list[str], options: Options, session: Session | None = None) -> str:
     if session is None:
         raise ValueError("kucoin needs a bullet session (session_request) to connect")
     sep = "&" if "?" in session.endpoint else "?"
@@ -124,12 +138,14 @@ def connect_url(base: str, venue_symbols: list[str], options: dict, session: Ses
     return f"{session.endpoint}{sep}token={session.token}&connectId={uuid.uuid4().hex}"
 
 
-def keepalive(options: dict, session: Session | None = None) -> tuple[float, str]:
+@Kucoin.member
+def keepalive(options: Options, session: Session | None = None) -> tuple[float, str]:
     interval = session.ping_interval if session is not None else 18.0
     return interval, orjson.dumps({"id": uuid.uuid4().hex, "type": "ping"}).decode()
 
 
-def subscribe_messages(venue_symbols: list[str], options: dict, first_id: int = 1) -> list[tuple[str, str]]:
+@Kucoin.member
+def subscribe_messages(venue_symbols: list[str], options: Options, first_id: int = 1) -> list[tuple[str, str]]:
     out = []
     for i in range(0, len(venue_symbols), MAX_TOPICS_PER_MESSAGE):
         rid = str(first_id + len(out))
@@ -139,12 +155,13 @@ def subscribe_messages(venue_symbols: list[str], options: dict, first_id: int = 
     return out
 
 
+@Kucoin.member
 class Parser:
     """Frame -> events for one connection; `ready` once the server's welcome arrived."""
 
     __slots__ = ("symbols", "ready")
 
-    def __init__(self, symbols: dict[str, str], options: dict):
+    def __init__(self, symbols: dict[str, str], options: Options):
         self.symbols = symbols
         self.ready = False
 
@@ -196,12 +213,14 @@ class Parser:
 
 # --- REST repair (last 100 trades only) ------------------------------------------------------------
 
-def history_by_time_request(venue_symbol: str, start_us: int, end_us: int | None, options: dict,
+@Kucoin.member
+def history_by_time_request(venue_symbol: str, start_us: int, end_us: int | None, options: Options,
                             cursor: Any = None) -> HttpRequest:
     return HttpRequest("GET", "/api/v1/market/histories", {"symbol": venue_symbol})
 
 
-def parse_history_page(body: Any, symbol: str, recv_us: int, options: dict, start_us: int,
+@Kucoin.member
+def parse_history_page(body: Any, symbol: str, recv_us: int, options: Options, start_us: int,
                        end_us: int | None) -> tuple[list[Tick], None, bool]:
     """The last 100 trades in [start_us, end_us]; complete only if they reach back past start_us
     (a trade strictly older: trades sharing start_us's µs may have been missed) or the venue's
@@ -210,8 +229,8 @@ def parse_history_page(body: Any, symbol: str, recv_us: int, options: dict, star
     if not isinstance(rows, list):
         raise MalformedFrame(f"kucoin histories is not a list: {str(rows)[:200]}")
     try:
-        ticks = [Tick(NAME, symbol, int(r["time"]) // 1000, r["price"], r["price"], r["price"], r["price"],
-                      r["size"], 1, r["side"], str(r.get("tradeId") or r["sequence"]), recv_us, "rest")
+        ticks = [Tick.trade(NAME, symbol, int(r["time"]) // 1000, r["price"], r["size"], r["side"],
+                            str(r.get("tradeId") or r["sequence"]), recv_us, "rest")
                  for r in rows]
     except (KeyError, TypeError, ValueError) as e:
         raise MalformedFrame(f"kucoin histories row lacks or mistypes {e}") from None
@@ -223,11 +242,13 @@ def parse_history_page(body: Any, symbol: str, recv_us: int, options: dict, star
 
 # --- candles (reconciliation) ----------------------------------------------------------------------
 
+@Kucoin.member
 def candles_request(venue_symbol: str, start_ms: int, end_ms: int) -> HttpRequest:
     return HttpRequest("GET", "/api/v1/market/candles", {"type": "1min", "symbol": venue_symbol,
                                                          "startAt": -(-start_ms // 1000), "endAt": end_ms // 1000})
 
 
+@Kucoin.member
 def parse_candles(body: Any) -> list[dict]:
     rows = _data(body)
     try:

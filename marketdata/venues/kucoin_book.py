@@ -21,14 +21,21 @@ from typing import Any
 import orjson
 
 from . import kucoin as kucoin_venue
-from .base import HttpRequest, Ignored, MalformedFrame, UnknownSymbol
-from ..ingest.books.sync import BookDelta, BookSnapshot
+from .base import BookVenue, HttpRequest, Ignored, MalformedFrame, UnknownSymbol
+from .book import BookDelta, BookSnapshot
+from .kucoin import Options
 
 NAME = "kucoin"
-SNAPSHOT_FROM = "rest"
-DEPTH = None
-IDLE_TIMEOUT = 30.0
 API_KEY_ENV = "MARKETDATA_KUCOIN_API_KEY"
+
+
+class KucoinBook(BookVenue):
+    """KuCoin order books, the book contract filled in (venues/base.py BookVenue)."""
+
+    NAME = NAME
+    Options = Options
+    IDLE_TIMEOUT = 30.0
+    SNAPSHOT_FROM = "rest"
 
 
 def _data(body: Any) -> Any:
@@ -39,10 +46,12 @@ def _data(body: Any) -> Any:
     return body["data"]
 
 
+@KucoinBook.member
 def instruments_request() -> HttpRequest:
     return HttpRequest("GET", "/api/v2/symbols")
 
 
+@KucoinBook.member
 def parse_instruments(body: Any) -> dict[str, str]:
     return {f"{r['baseCurrency']}-{r['quoteCurrency']}": r["symbol"] for r in _data(body)
             if r.get("enableTrading", True)}
@@ -50,29 +59,32 @@ def parse_instruments(body: Any) -> dict[str, str]:
 
 # --- sequencing rule -------------------------------------------------------------------------
 
+@KucoinBook.member
 def stale(book_id: int, d: BookDelta) -> bool:
     return d.last_id <= book_id
 
 
+@KucoinBook.member
 def aligns(book_id: int, d: BookDelta) -> bool:
     return d.first_id <= book_id + 1
 
 
-continues = aligns
+continues = KucoinBook.member(aligns, "continues")
 
 
 # --- session and websocket -------------------------------------------------------------------
 # The bullet-token protocol (session, URL, welcome, keepalive, 401 on a stale token) is the trade
 # connector's: one place knows it. Only the level2 subscription and its messages are the book's.
 
-session_request = kucoin_venue.session_request
-parse_session = kucoin_venue.parse_session
-session_ttl = kucoin_venue.session_ttl
-connect_url = kucoin_venue.connect_url
-keepalive = kucoin_venue.keepalive
+session_request = KucoinBook.member(kucoin_venue.session_request)
+parse_session = KucoinBook.member(kucoin_venue.parse_session)
+session_ttl = KucoinBook.member(kucoin_venue.session_ttl)
+connect_url = KucoinBook.member(kucoin_venue.connect_url)
+keepalive = KucoinBook.member(kucoin_venue.keepalive)
 
 
-def subscribe_messages(venue_symbols: list[str], options: dict, first_id: int = 1) -> list[tuple[Any, str]]:
+@KucoinBook.member
+def subscribe_messages(venue_symbols: list[str], options: Options, first_id: int = 1) -> list[tuple[Any, str]]:
     out = []
     for i in range(0, len(venue_symbols), kucoin_venue.MAX_TOPICS_PER_MESSAGE):
         rid = f"l2-{first_id + len(out)}"
@@ -81,6 +93,7 @@ def subscribe_messages(venue_symbols: list[str], options: dict, first_id: int = 
     return out
 
 
+@KucoinBook.member
 class Parser(kucoin_venue.Parser):
     """The venue's parser (welcome -> ``ready``, acks, pongs, 401 -> Reconnect) reading level2
     updates instead of matches."""
@@ -110,11 +123,13 @@ class Parser(kucoin_venue.Parser):
 
 # --- REST snapshot ---------------------------------------------------------------------------
 
-def snapshot_request(venue_symbol: str, options: dict) -> HttpRequest:
+@KucoinBook.member
+def snapshot_request(venue_symbol: str, options: Options) -> HttpRequest:
     return HttpRequest("GET", "/api/v3/market/orderbook/level2", {"symbol": venue_symbol})
 
 
-def snapshot_headers(options: dict) -> dict[str, str]:
+@KucoinBook.member
+def snapshot_headers(options: Options) -> dict[str, str]:
     key = os.environ.get(API_KEY_ENV)
     if not key:
         raise RuntimeError(f"kucoin books need the full level2 snapshot, which needs an API key: set "
@@ -122,6 +137,7 @@ def snapshot_headers(options: dict) -> dict[str, str]:
     return {"KC-API-KEY": key}
 
 
+@KucoinBook.member
 def parse_snapshot(body: Any, symbol: str, recv_us: int) -> BookSnapshot:
     d = _data(body)
     try:

@@ -20,47 +20,54 @@ Facts this module encodes (shared/reference/venues-*.md §2):
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
 from ..tick import Tick
-from .base import (Ack, HttpRequest, Ignored, Instrument, MalformedFrame, Reconnect, UnknownSymbol, Unrecognised,
-                   VenueError, int_field, json_object, reject_unknown_options, trade_tick)
+from .base import (Ack, HttpRequest, Ignored, Instrument, MalformedFrame, Reconnect, UnknownSymbol,
+                   Unrecognised, Venue, VenueError, VenueOptions, int_field, json_object, one_of, seconds_in,
+                   trade_tick)
 
 NAME = "okx"
-LIVE_WS_URL = "wss://ws.okx.com:8443"
-LIVE_REST_URL = "https://www.okx.com"
 
-IDLE_TIMEOUT = 25.0          # our text pings every 15 s draw a pong: 25 s of nothing is a dead link
 KEEPALIVE_INTERVAL = 15.0    # < the venue's 30 s idle cut
-MAX_LIFETIME = 0
-SEQUENTIAL_IDS = True
-ID_SPAN_IS_COUNT = True      # a tick covers `count` consecutive ids ending at tradeId
-REPAIR_BY = "id"
 REPAIR_PAGE = 100
-LATENESS_US = 2_000_000
-BACKFILL_BY = None
-NO_BACKFILL = ("the okx module pages history-trades only by trade id and has no way to find the id "
-               "at a time (history-trades?type=2 by timestamp is not implemented here)")
 
-OPTIONS = {"ping_interval": "seconds between our text pings (default 15; must stay under the venue's 30 s)",
-           "channel": "trades (default: one message per taker order, on /ws/v5/public) or trades-all "
-                      "(one message per fill, on /ws/v5/business)"}
 CHANNELS = {"trades": "/ws/v5/public", "trades-all": "/ws/v5/business"}
 _EVENTS = ("unsubscribe", "login", "channel-conn-count", "channel-conn-count-error")
 
 
-def validate_options(options: dict) -> None:
-    reject_unknown_options(options, OPTIONS)
-    ch = options.get("channel", "trades")
-    if ch not in CHANNELS:
-        raise ValueError(f"channel must be one of {sorted(CHANNELS)}, not {ch!r}")
-    pi = options.get("ping_interval", KEEPALIVE_INTERVAL)
-    if not isinstance(pi, (int, float)) or not 0 < pi < 30:
-        raise ValueError(f"ping_interval must be a number of seconds in (0, 30), not {pi!r}")
+@dataclass(frozen=True)
+class Options(VenueOptions):
+    ping_interval: float = KEEPALIVE_INTERVAL   # s between our text pings (under the venue's 30 s)
+    # trades: one message per taker order, on /ws/v5/public; trades-all: one per fill, on /ws/v5/business
+    channel: str = "trades"
+
+    def check(self) -> None:
+        one_of("channel", self.channel, sorted(CHANNELS))
+        seconds_in("ping_interval", self.ping_interval, 30, upper_open=True)
 
 
+class Okx(Venue):
+    """OKX spot, the venue contract filled in (venues/base.py says what each member is)."""
+
+    NAME = NAME
+    LIVE_WS_URL = "wss://ws.okx.com:8443"
+    LIVE_REST_URL = "https://www.okx.com"
+    IDLE_TIMEOUT = 25.0          # our text pings every 15 s draw a pong: 25 s of nothing is a dead link
+    SEQUENTIAL_IDS = True
+    ID_SPAN_IS_COUNT = True      # a tick covers `count` consecutive ids ending at tradeId
+    REPAIR_BY = "id"
+    REPAIR_PAGE = REPAIR_PAGE
+    Options = Options
+    BACKFILL_BY = None
+    NO_BACKFILL = ("the okx module pages history-trades only by trade id and has no way to find the id "
+                   "at a time (history-trades?type=2 by timestamp is not implemented here)")
+
+
+@Okx.member
 def to_venue_symbol(symbol: str) -> str:
     return symbol
 
@@ -75,10 +82,12 @@ def _data(body: Any) -> list:
     return body["data"]
 
 
+@Okx.member
 def instruments_request() -> HttpRequest:
     return HttpRequest("GET", "/api/v5/public/instruments", {"instType": "SPOT"})
 
 
+@Okx.member
 def parse_instruments(body: Any) -> list[Instrument]:
     return [Instrument(r["instId"], f"{r['baseCcy']}-{r['quoteCcy']}", r.get("state", "live"))
             for r in _data(body) if r.get("state", "live") == "live"]
@@ -86,25 +95,29 @@ def parse_instruments(body: Any) -> list[Instrument]:
 
 # --- websocket ---------------------------------------------------------------------------------
 
-def connect_url(base: str, venue_symbols: list[str], options: dict, session: object = None) -> str:
-    return base.rstrip("/") + CHANNELS[options.get("channel", "trades")]
+@Okx.member
+def connect_url(base: str, venue_symbols: list[str], options: Options, session: object = None) -> str:
+    return base.rstrip("/") + CHANNELS[options.channel]
 
 
-def subscribe_messages(venue_symbols: list[str], options: dict, first_id: int = 1) -> list[tuple[str, str]]:
+@Okx.member
+def subscribe_messages(venue_symbols: list[str], options: Options, first_id: int = 1) -> list[tuple[str, str]]:
     rid = str(first_id)
-    channel = options.get("channel", "trades")
+    channel = options.channel
     args = [{"channel": channel, "instId": s} for s in venue_symbols]
     return [(rid, orjson.dumps({"id": rid, "op": "subscribe", "args": args}).decode())]
 
 
-def keepalive(options: dict, session: object = None) -> tuple[float, str]:
-    return float(options.get("ping_interval", KEEPALIVE_INTERVAL)), "ping"
+@Okx.member
+def keepalive(options: Options, session: object = None) -> tuple[float, str]:
+    return float(options.ping_interval), "ping"
 
 
+@Okx.member
 class Parser:
     __slots__ = ("symbols",)
 
-    def __init__(self, symbols: dict[str, str], options: dict):
+    def __init__(self, symbols: dict[str, str], options: Options):
         self.symbols = symbols
 
     def parse(self, frame: str | bytes, recv_us: int) -> list:
@@ -154,23 +167,26 @@ def _side(s: Any) -> str:
 
 # --- REST repair ---------------------------------------------------------------------------------
 
-def history_by_id_request(venue_symbol: str, from_id: int, options: dict) -> HttpRequest:
+@Okx.member
+def history_by_id_request(venue_symbol: str, from_id: int, options: Options) -> HttpRequest:
     # `after` returns ids older than it, newest first: after=lo+100 gives lo .. lo+99.
     return HttpRequest("GET", "/api/v5/market/history-trades",
                        {"instId": venue_symbol, "type": "1", "after": str(from_id + REPAIR_PAGE),
                         "limit": str(REPAIR_PAGE)})
 
 
-def parse_history(body: Any, symbol: str, recv_us: int, options: dict) -> list[Tick]:
+@Okx.member
+def parse_history(body: Any, symbol: str, recv_us: int, options: Options) -> list[Tick]:
     rows = _data(body)
-    out = [Tick(NAME, symbol, int(r["ts"]) * 1000, r["px"], r["px"], r["px"], r["px"], r["sz"], 1,
-                r["side"], r["tradeId"], recv_us, "rest") for r in rows]
+    out = [Tick.trade(NAME, symbol, int(r["ts"]) * 1000, r["px"], r["sz"], r["side"], r["tradeId"], recv_us, "rest")
+           for r in rows]
     out.sort(key=lambda t: int(t.trade_id))
     return out
 
 
 # --- candles (reconciliation) --------------------------------------------------------------------
 
+@Okx.member
 def candles_request(venue_symbol: str, start_ms: int, end_ms: int) -> HttpRequest:
     # `after`: rows older than ts; `before`: newer than ts (both exclusive).
     return HttpRequest("GET", "/api/v5/market/history-candles",
@@ -178,6 +194,8 @@ def candles_request(venue_symbol: str, start_ms: int, end_ms: int) -> HttpReques
                         "before": str(start_ms - 1), "limit": "100"})
 
 
+@Okx.member
 def parse_candles(body: Any) -> list[dict]:
     return sorted(({"minute_us": int(r[0]) * 1000, "open": r[1], "high": r[2], "low": r[3], "close": r[4],
                     "volume": r[5], "trade_count": None} for r in _data(body)), key=lambda c: c["minute_us"])
+

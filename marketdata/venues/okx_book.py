@@ -19,35 +19,45 @@ from typing import Any
 import orjson
 
 from . import okx as trade_venue
-from .base import Ignored, MalformedFrame, UnknownSymbol, json_object
-from ..ingest.books.local import ASK, BID, LocalBook
-from ..ingest.books.sync import BookDelta, BookSnapshot
+from .base import BookVenue, Ignored, MalformedFrame, UnknownSymbol, json_object
+from .book import ASK, BID, BookDelta, BookSnapshot, LocalBook
+from .okx import Options
 
 NAME = "okx"
-SNAPSHOT_FROM = "ws"
-DEPTH = None
 CHECKSUM_LEVELS = 25
-IDLE_TIMEOUT = 25.0
 KEEPALIVE_INTERVAL = 15.0        # OKX drops a link that sent no text frame for 30 s
 
-instruments_request = trade_venue.instruments_request
+
+class OkxBook(BookVenue):
+    """OKX order books, the book contract filled in (venues/base.py BookVenue)."""
+
+    NAME = NAME
+    Options = Options
+    IDLE_TIMEOUT = 25.0
+    SNAPSHOT_FROM = "ws"
 
 
+instruments_request = OkxBook.member(trade_venue.instruments_request)
+
+
+@OkxBook.member
 def parse_instruments(body: Any) -> dict[str, str]:
     return {i.symbol: i.venue_symbol for i in trade_venue.parse_instruments(body)}
 
 
 # --- sequencing rule and checksum ------------------------------------------------------------
 
+@OkxBook.member
 def stale(book_id: int, d: BookDelta) -> bool:
     return False       # the snapshot arrives in-stream: nothing before it is ever applied
 
 
+@OkxBook.member
 def continues(book_id: int, d: BookDelta) -> bool:
     return d.prev_id == book_id
 
 
-aligns = continues
+aligns = OkxBook.member(continues, "aligns")
 
 
 def okx_checksum(bids: list[tuple[str, str]], asks: list[tuple[str, str]]) -> int:
@@ -62,13 +72,15 @@ def okx_checksum(bids: list[tuple[str, str]], asks: list[tuple[str, str]]) -> in
     return v - (1 << 32) if v >= 1 << 31 else v
 
 
+@OkxBook.member
 def checksum(book: LocalBook) -> int:
     return okx_checksum(book.top(BID, CHECKSUM_LEVELS), book.top(ASK, CHECKSUM_LEVELS))
 
 
 # --- websocket -------------------------------------------------------------------------------
 
-def connect_url(base: str, venue_symbols: list[str], options: dict, session: object = None) -> str:
+@OkxBook.member
+def connect_url(base: str, venue_symbols: list[str], options: Options, session: object = None) -> str:
     return base.rstrip("/") + "/ws/v5/public"
 
 
@@ -79,23 +91,27 @@ def _op(op: str, venue_symbols: list[str], rid: str | None = None) -> str:
     return orjson.dumps(msg).decode()
 
 
-def subscribe_messages(venue_symbols: list[str], options: dict, first_id: int = 1) -> list[tuple[Any, str]]:
+@OkxBook.member
+def subscribe_messages(venue_symbols: list[str], options: Options, first_id: int = 1) -> list[tuple[Any, str]]:
     rid = f"b{first_id}"
     return [(rid, _op("subscribe", venue_symbols, rid))]
 
 
-def resubscribe_messages(venue_symbol: str, options: dict) -> list[str]:
+@OkxBook.member
+def resubscribe_messages(venue_symbol: str, options: Options) -> list[str]:
     return [_op("unsubscribe", [venue_symbol]), _op("subscribe", [venue_symbol])]
 
 
-def keepalive(options: dict, session: object = None) -> tuple[float, str]:
-    return float(options.get("ping_interval", KEEPALIVE_INTERVAL)), "ping"
+@OkxBook.member
+def keepalive(options: Options, session: object = None) -> tuple[float, str]:
+    return float(options.ping_interval), "ping"
 
 
+@OkxBook.member
 class Parser:
     __slots__ = ("symbols", "_control")
 
-    def __init__(self, symbols: dict[str, str], options: dict):
+    def __init__(self, symbols: dict[str, str], options: Options):
         self.symbols = symbols
         self._control = trade_venue.Parser(symbols, options)   # pong, acks, errors, notices
 

@@ -1,7 +1,7 @@
 """How a venue tells a REST client to wait (429 "too many requests", Binance's 418 IP ban, Bybit's
 403 rate block): as data, so the one REST client (``marketdata.rest``) reads every venue's answer
-the same way. A venue module declares ``RETRY_AFTER = RetryAfter(...)`` only where it differs
-from ``DEFAULT``."""
+the same way. A venue class (``venues/base.py``) sets ``RETRY_AFTER = RetryAfter(...)`` only
+where it differs from ``DEFAULT``."""
 
 from __future__ import annotations
 

@@ -20,7 +20,8 @@ from redis.exceptions import RedisError
 
 from ... import venues as venue_registry
 from ...clock import now_us
-from ...config import ConfigError, load_config
+from ...config import load_config
+from ...errors import ConfigError
 from ...ingest.health import HealthBounds, evaluate_persist, evaluate_venue, read_persist_health, read_venue_health
 from ...settings import redact
 from ..partitions import hourly_partitions

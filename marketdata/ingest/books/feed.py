@@ -11,7 +11,6 @@ import asyncio
 import dataclasses
 import logging
 import time
-from types import ModuleType
 
 import httpx
 import websockets
@@ -21,10 +20,11 @@ from ...backoff import Backoff
 from ...rest.client import AsyncVenueRest
 from ..link import await_greeting, open_link, transport_for
 from ...stream import Quote, book_key, health_key
-from ...venues.base import Ack, MalformedFrame, Reconnect, UnknownSymbol, VenueError
-from . import venue_module
+from ... import venues as venue_registry
+from ...venues.base import Ack, BookVenue, MalformedFrame, Reconnect, UnknownSymbol, VenueError
+from ...venues.book import BookDelta, BookSnapshot
 from .quotes import QuotePublisher
-from .sync import NEED_SNAPSHOT, NOTHING, RESUBSCRIBE, BookDelta, BookSnapshot, BookSync
+from .sync import NEED_SNAPSHOT, NOTHING, RESUBSCRIBE, BookSync
 
 log = logging.getLogger("marketdata.ingest.books")
 
@@ -37,13 +37,13 @@ class BookFeed:
                  transport: str | None = None):
         self.venue = venue
         self.transport = transport_for(transport)
-        self.mod: ModuleType = venue_module(venue)
+        self.mod: type[BookVenue] = venue_registry.book(venue)
         self.symbols = list(symbols)
         self.ws_url, self.rest_url = ws_url, rest_url
-        self.options = dict(options or {})
+        self.options = self.mod.validate_options(options)
         self.redis = redis
         self.state_interval = state_interval
-        depth = self.mod.book_depth(self.options) if hasattr(self.mod, "book_depth") else None
+        depth = self.mod.book_depth(self.options)
         self.syncs: dict[str, BookSync] = {}
         for s in self.symbols:
             sync = BookSync(s, self.mod)
@@ -176,21 +176,21 @@ class BookFeed:
     async def _link(self, stop: asyncio.Event) -> None:
         mod, opts = self.mod, self.options
         session = None
-        if hasattr(mod, "session_request"):
+        if mod.session_request is not None:
             session = mod.parse_session(await self._rest(mod.session_request(opts)))
         url = mod.connect_url(self.ws_url, list(self.by_venue_symbol), opts, session)
         parser = mod.Parser(dict(self.by_venue_symbol), opts)
         ka = mod.keepalive(opts, session)
-        idle = float(opts.get("book_idle_timeout", mod.IDLE_TIMEOUT))
+        idle = float(mod.IDLE_TIMEOUT)
         # A session that expires (KuCoin's token) is replaced before its end: a planned reconnect
         # and resync now beats a 401 (or a silent cut) later.
-        ttl = mod.session_ttl(session, opts) if session is not None and hasattr(mod, "session_ttl") else None
+        ttl = mod.session_ttl(session, opts) if session is not None else None
         renew_at = time.monotonic() + max(0.5, 0.8 * ttl) if ttl else None
         async with open_link(url, self.transport, max_queue=1024, max_size=2 ** 24) as ws:
             self._ws = ws
             for s in self.syncs.values():
                 s.start()          # buffer from now on; snapshots once subscribed
-            if not getattr(parser, "ready", True):
+            if mod.GREETING:
                 await self._await_greeting(ws, parser)
             pending = set()
             for rid, msg in mod.subscribe_messages(list(self.by_venue_symbol), opts):
@@ -290,7 +290,7 @@ class BookFeed:
 
     async def _fetch_snapshot(self, symbol: str) -> None:
         mod, sync = self.mod, self.syncs[symbol]
-        headers = mod.snapshot_headers(self.options) if hasattr(mod, "snapshot_headers") else None
+        headers = mod.snapshot_headers(self.options)
         backoff = Backoff(base=0.05, cap=5.0)
         while True:
             try:

@@ -1,7 +1,8 @@
 """Venue-neutral book sequencing: buffer deltas until a snapshot, align, apply, and on a gap or a
 checksum failure discard the book and resync.
 
-A venue's book module supplies the rules (``venues/<venue>_book.py``):
+A venue's book contract supplies the rules (``venues.base.BookVenue``, filled in by
+``venues/<venue>_book.py``):
 
     SNAPSHOT_FROM   "rest": the snapshot is fetched over REST while the stream is buffered
                     (Binance, KuCoin); "ws": the venue sends it in-stream after (re)subscribing
@@ -22,39 +23,14 @@ from __future__ import annotations
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from types import ModuleType
 
-from .local import BadLevel, LocalBook
+from ...venues.base import BookVenue
+from ...venues.book import BadLevel, BookDelta, BookSnapshot, LocalBook
 
 # actions returned to the runtime
 NOTHING = 0
 NEED_SNAPSHOT = 1      # fetch a REST snapshot and call on_snapshot
 RESUBSCRIBE = 2        # resubscribe the symbol's book channel; the venue sends a snapshot
-
-
-@dataclass(slots=True)
-class BookSnapshot:
-    symbol: str
-    bids: list                       # [[price, qty], ...] as wire strings
-    asks: list
-    update_id: int | None = None     # the last update contained (None: the venue has no ids)
-    checksum: int | None = None
-    ts_us: int = 0
-    recv_us: int = 0
-
-
-@dataclass(slots=True)
-class BookDelta:
-    symbol: str
-    bids: list                       # [[price, qty(, seq)], ...]: absolute quantities, "0" deletes
-    asks: list
-    first_id: int | None = None      # first update id covered
-    last_id: int | None = None       # last update id covered (the book's id after applying)
-    prev_id: int | None = None       # the id the book must have before (OKX prevSeqId)
-    checksum: int | None = None
-    ts_us: int = 0
-    recv_us: int = 0
-    per_level_seq: bool = False      # levels carry their own sequence as a third element (KuCoin)
 
 
 @dataclass(slots=True)
@@ -81,13 +57,13 @@ class SyncStats:
 class BookSync:
     """The sequencing state of one symbol's book on one link."""
 
-    def __init__(self, symbol: str, rules: ModuleType, *, max_buffer: int = 10_000,
+    def __init__(self, symbol: str, rules: type[BookVenue], *, max_buffer: int = 10_000,
                  keep_durations: int = 10_000):
         self.symbol = symbol
         self.rules = rules
         self.rest_snapshot = rules.SNAPSHOT_FROM == "rest"
-        self.depth: int | None = getattr(rules, "DEPTH", None)
-        self.has_checksum = hasattr(rules, "checksum")
+        self.depth: int | None = rules.DEPTH
+        self.has_checksum = rules.checksum is not None
         self.book = LocalBook()
         self.update_id: int | None = None
         self.live = False

@@ -1,4 +1,6 @@
-"""The local order book of one symbol: price levels keyed by exact decimal price.
+"""The order-book vocabulary venues and the book runtime share: the snapshot and delta a book
+parser emits (``BookSnapshot``, ``BookDelta``), the sides (``BID``, ``ASK``) and the local book of
+one symbol (``LocalBook``), whose price levels are keyed by exact decimal price.
 
 Levels keep the venue's wire strings, because checksums (OKX, Kraken) are computed over the text
 the venue sent, not over a re-formatted number ("0.10" and "0.1" hash differently). Keys are
@@ -10,11 +12,38 @@ than any tree and the best level is an index away.
 from __future__ import annotations
 
 from bisect import bisect_left, insort
+from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Iterable, Sequence
 
 BID = 0
 ASK = 1
+
+
+@dataclass(slots=True)
+class BookSnapshot:
+    symbol: str
+    bids: list                       # [[price, qty], ...] as wire strings
+    asks: list
+    update_id: int | None = None     # the last update contained (None: the venue has no ids)
+    checksum: int | None = None
+    ts_us: int = 0
+    recv_us: int = 0
+
+
+@dataclass(slots=True)
+class BookDelta:
+    symbol: str
+    bids: list                       # [[price, qty(, seq)], ...]: absolute quantities, "0" deletes
+    asks: list
+    first_id: int | None = None      # first update id covered
+    last_id: int | None = None       # last update id covered (the book's id after applying)
+    prev_id: int | None = None       # the id the book must have before (OKX prevSeqId)
+    checksum: int | None = None
+    ts_us: int = 0
+    recv_us: int = 0
+    per_level_seq: bool = False      # levels carry their own sequence as a third element (KuCoin)
+
 
 Level = tuple[str, str]          # (price, quantity) as the venue wrote them
 
