@@ -25,6 +25,7 @@ from ..stream import STREAMS_SET, Gap, encode_entry, sequence_key, stream_key
 from ..tick import Tick
 from .backoff import Backoff
 from .replica_wait import ReplicaWait, execute_flush
+from .resp_pipeline import RespPipeline
 
 log = logging.getLogger("marketdata.ingest.publisher")
 
@@ -136,6 +137,15 @@ class Publisher(FlushLoop):
         self.state_provider: Callable[[str, str], dict | None] | None = None
         # Cluster only (decided once here; a single node's flush never looks at it again).
         self.replica_wait = ReplicaWait(redis) if is_cluster(redis) else None
+        # A single Redis: commands packed by hand on one held connection (resp_pipeline.py).
+        self._resp = RespPipeline(redis) if self.replica_wait is None else None
+
+    async def run(self, stop: asyncio.Event) -> None:
+        try:
+            await super().run(stop)
+        finally:
+            if self._resp is not None:
+                await self._resp.release()
 
     @property
     def queued(self) -> int:
@@ -191,7 +201,7 @@ class Publisher(FlushLoop):
 
     async def flush(self) -> None:
         batch, self._pending = self._pending, {}
-        pipe = self.redis.pipeline(transaction=False)
+        pipe = self._resp or self.redis.pipeline(transaction=False)
         new_streams = []
         for (exchange, symbol), segs in batch.items():
             key = stream_key(exchange, symbol)
