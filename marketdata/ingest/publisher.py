@@ -163,13 +163,15 @@ class Publisher(FlushLoop):
         return segs[-1]
 
     async def put(self, tick: Tick) -> None:
-        while self._queued >= self.max_queued:
+        while not self.put_nowait(tick):
             self._room.clear()
             self._wake.set()
             await self._room.wait()
-        self.put_nowait(tick)
 
-    def put_nowait(self, tick: Tick) -> None:
+    def put_nowait(self, tick: Tick) -> bool:
+        """Queue a tick unless the queue is full (then False: use ``put``, which waits for room)."""
+        if self._queued >= self.max_queued:
+            return False
         segs = self._pending.get((tick.exchange, tick.symbol))
         if segs is None:
             if not self._pending:
@@ -179,6 +181,7 @@ class Publisher(FlushLoop):
         self._queued += 1
         if self._queued >= self.flush_ticks:
             self._wake.set()
+        return True
 
     def put_coverage(self, exchange: str, symbol: str, from_us: int, to_us: int, source: str = "ws") -> None:
         """Vouch for [from_us, to_us]; it goes out after every tick queued before it."""
