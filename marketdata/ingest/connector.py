@@ -12,6 +12,7 @@ import asyncio
 import logging
 import os
 import time
+from time import time_ns as _time_ns
 
 import websockets
 
@@ -367,97 +368,101 @@ class VenueConnector:
         sequential = self.sequential
         span_is_count = self.mod.ID_SPAN_IS_COUNT
         paused = False
-        async for frame in ws:
-            recv = now_us()
-            try:
-                events = parser.parse(frame, recv)
-            except MalformedFrame as e:
-                self.malformed += 1
-                log.warning("%s: malformed frame skipped (%s): %.200r", name, e, frame)
-                continue
-            for ev in events:
-                if type(ev) is Tick:
-                    self.ticks_in += 1
-                    seq = seqs[ev.symbol]
-                    if seq.fallback and ev.event == "trade":
-                        log.info("%s %s: trade ids are back; id continuity resumes at %s", name, ev.symbol,
-                                 ev.trade_id)
-                    tid = int(ev.trade_id) if sequential else 0
-                    # a correction/cancel (Alpaca) re-uses its trade's id: never a duplicate or a gap
-                    if ev.event != "trade" or seq.accept(ev, tid, gaps,
-                                                         tid - ev.trade_count + 1 if span_is_count else None):
-                        if publisher.queued < publisher.max_queued:
-                            publisher.put_nowait(ev)
-                        else:
-                            await publisher.put(ev)
-                    if gaps:
-                        for g in gaps:
-                            publisher.put_gap(g)
-                            log.warning("%s %s: gap in trade ids %s..%s (%s)", name, g.symbol, g.from_id,
-                                        g.to_id, g.found_by)
-                        gaps.clear()
-                        self._repair_wake.set()
-                elif type(ev) is Ack:
-                    pending_acks.discard(ev.request_id)
-                    if not pending_acks and not link.subscribed and not paused:   # venues may ack once per channel
-                        log.info("%s: subscribed to %d symbols", name, len(seqs))
-                        self._on_subscribed(link)
-                elif type(ev) is LastTradeId:
-                    # The venue's last id (Coinbase heartbeat) reveals missed trades in a quiet market.
-                    if seqs[ev.symbol].on_last_trade_id(ev.trade_id, ev.ts_us, gaps):
-                        for g in gaps:
-                            publisher.put_gap(g)
-                            log.warning("%s %s: gap in trade ids %s..%s (%s)", name, g.symbol, g.from_id,
-                                        g.to_id, g.found_by)
-                        gaps.clear()
-                        self._repair_wake.set()
-                elif type(ev) is Unsequenced:
-                    t = ev.tick
-                    self.ticks_in += 1
-                    seq = seqs[t.symbol]
-                    was = seq.fallback
-                    if seq.accept_unsequenced(t, ev.missing):
-                        await publisher.put(t)
-                    if not was:
-                        log.warning("%s %s: trades arrive without %s; continuity falls back to time "
-                                    "(holes are spans of time, repaired by time) until it is back",
-                                    name, t.symbol, ev.missing)
-                        if seq.holes:
-                            self._repair_wake.set()     # an open span became a closed span of time
-                elif type(ev) is Unrecognised:
-                    self._on_unrecognised(ev, frame)
-                elif type(ev) is Replay:
-                    # The fresh part joins this frame's events (list iteration sees appended items).
-                    fresh = seqs[ev.symbol].on_replay(ev.ticks, gaps)
-                    events.extend(fresh)
-                    if gaps:
-                        for g in gaps:
-                            publisher.put_gap(g)
-                            log.info("%s %s: the span since %s closed from the venue's snapshot (%d trades)",
-                                     name, g.symbol, g.from_us, g.recovered)
-                        gaps.clear()
-                elif type(ev) is Pause:
-                    log.warning("%s: venue paused the link (%s); a gap until it is replaced", name, ev.reason)
-                    paused = True
-                    if link.subscribed:
-                        link.subscribed = False
-                        for seq in seqs.values():
-                            seq.on_disconnect("maintenance")
-                elif type(ev) is UnknownSymbol:
-                    self.unknown_symbols += 1
-                    log.warning("%s: trade for unknown symbol %r skipped", name, ev.venue_symbol)
-                elif type(ev) is VenueError:
-                    self.venue_errors += 1
-                    log.error("%s: venue error %s: %s (request %s)", name, ev.code, ev.message, ev.request_id)
-                elif type(ev) is Reconnect:
-                    if ev.rotate:     # keep reading until the successor is subscribed
-                        log.info("%s: venue asks for a new link (%s); rotating", name, ev.reason)
-                        link.rotate_now.set()
-                        continue
-                    log.info("%s: venue asks to reconnect (%s)", name, ev.reason)
-                    await ws.close()
-                    return
-            self.last_tick_recv_us = recv
+        put_nowait = publisher.put_nowait
+        while True:
+            # Every frame already received, in one await (link.py recv_batch); [] after a close handshake.
+            batch = await ws.recv_batch()
+            if not batch:
+                return
+            for frame in batch:
+                recv = _time_ns() // 1000
+                try:
+                    events = parser.parse(frame, recv)
+                except MalformedFrame as e:
+                    self.malformed += 1
+                    log.warning("%s: malformed frame skipped (%s): %.200r", name, e, frame)
+                    continue
+                for ev in events:
+                    if type(ev) is Tick:
+                        self.ticks_in += 1
+                        seq = seqs[ev.symbol]
+                        if seq.fallback and ev.event == "trade":
+                            log.info("%s %s: trade ids are back; id continuity resumes at %s", name, ev.symbol,
+                                     ev.trade_id)
+                        tid = int(ev.trade_id) if sequential else 0
+                        # a correction/cancel (Alpaca) re-uses its trade's id: never a duplicate or a gap
+                        if ev.event != "trade" or seq.accept(ev, tid, gaps,
+                                                             tid - ev.trade_count + 1 if span_is_count else None):
+                            if not put_nowait(ev):              # the queue is full: wait for room
+                                await publisher.put(ev)
+                        if gaps:
+                            for g in gaps:
+                                publisher.put_gap(g)
+                                log.warning("%s %s: gap in trade ids %s..%s (%s)", name, g.symbol, g.from_id,
+                                            g.to_id, g.found_by)
+                            gaps.clear()
+                            self._repair_wake.set()
+                    elif type(ev) is Ack:
+                        pending_acks.discard(ev.request_id)
+                        if not pending_acks and not link.subscribed and not paused:   # venues may ack once per channel
+                            log.info("%s: subscribed to %d symbols", name, len(seqs))
+                            self._on_subscribed(link)
+                    elif type(ev) is LastTradeId:
+                        # The venue's last id (Coinbase heartbeat) reveals missed trades in a quiet market.
+                        if seqs[ev.symbol].on_last_trade_id(ev.trade_id, ev.ts_us, gaps):
+                            for g in gaps:
+                                publisher.put_gap(g)
+                                log.warning("%s %s: gap in trade ids %s..%s (%s)", name, g.symbol, g.from_id,
+                                            g.to_id, g.found_by)
+                            gaps.clear()
+                            self._repair_wake.set()
+                    elif type(ev) is Unsequenced:
+                        t = ev.tick
+                        self.ticks_in += 1
+                        seq = seqs[t.symbol]
+                        was = seq.fallback
+                        if seq.accept_unsequenced(t, ev.missing):
+                            await publisher.put(t)
+                        if not was:
+                            log.warning("%s %s: trades arrive without %s; continuity falls back to time "
+                                        "(holes are spans of time, repaired by time) until it is back",
+                                        name, t.symbol, ev.missing)
+                            if seq.holes:
+                                self._repair_wake.set()     # an open span became a closed span of time
+                    elif type(ev) is Unrecognised:
+                        self._on_unrecognised(ev, frame)
+                    elif type(ev) is Replay:
+                        # The fresh part joins this frame's events (list iteration sees appended items).
+                        fresh = seqs[ev.symbol].on_replay(ev.ticks, gaps)
+                        events.extend(fresh)
+                        if gaps:
+                            for g in gaps:
+                                publisher.put_gap(g)
+                                log.info("%s %s: the span since %s closed from the venue's snapshot (%d trades)",
+                                         name, g.symbol, g.from_us, g.recovered)
+                            gaps.clear()
+                    elif type(ev) is Pause:
+                        log.warning("%s: venue paused the link (%s); a gap until it is replaced", name, ev.reason)
+                        paused = True
+                        if link.subscribed:
+                            link.subscribed = False
+                            for seq in seqs.values():
+                                seq.on_disconnect("maintenance")
+                    elif type(ev) is UnknownSymbol:
+                        self.unknown_symbols += 1
+                        log.warning("%s: trade for unknown symbol %r skipped", name, ev.venue_symbol)
+                    elif type(ev) is VenueError:
+                        self.venue_errors += 1
+                        log.error("%s: venue error %s: %s (request %s)", name, ev.code, ev.message, ev.request_id)
+                    elif type(ev) is Reconnect:
+                        if ev.rotate:     # keep reading until the successor is subscribed
+                            log.info("%s: venue asks for a new link (%s); rotating", name, ev.reason)
+                            link.rotate_now.set()
+                            continue
+                        log.info("%s: venue asks to reconnect (%s)", name, ev.reason)
+                        await ws.close()
+                        return
+                self.last_tick_recv_us = recv
 
     def _on_unrecognised(self, ev: Unrecognised, frame) -> None:
         """Count a frame the parser does not read and log it: the first of each kind, then every

