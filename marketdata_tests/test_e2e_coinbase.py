@@ -91,7 +91,8 @@ def test_coinbase_traps_and_quiet_period_heartbeat_gap_match_ground_truth(pipeli
 
 
 class _LateParser(coinbase.Parser):
-    """A connector that waits for a greeting Coinbase never sends before it subscribes."""
+    """A connector that waits for a greeting Coinbase never sends before it subscribes (with the
+    contract's GREETING set, the link waits until the parser is ready, which it never is)."""
     ready = False
 
 
@@ -123,7 +124,9 @@ def test_subscribe_deadline_cuts_a_late_connector_only(late, tmp_path, redis_ser
     sim = Simulator(SimulatorConfig(venues=["coinbase"], symbols=SYMBOLS, rate=300, speed=10,
                                     venue_options={"coinbase": {"subscribe_deadline": deadline}})).start()
     if late:
-        monkeypatch.setattr(coinbase, "Parser", _LateParser)
+        # The contract says whether a venue greets (GREETING) and which Parser it uses.
+        monkeypatch.setattr(coinbase.Coinbase, "Parser", _LateParser)
+        monkeypatch.setattr(coinbase.Coinbase, "GREETING", True)
     ep = sim.endpoints["coinbase"]
     cfg = VenueConfig("coinbase", SYMBOLS, ep["ws"], ep["rest"], idle_timeout=2.5)
     conn, stop, thread = _run_connector(cfg, redis_server.url)
