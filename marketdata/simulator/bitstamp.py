@@ -208,6 +208,7 @@ class BitstampVenue(Venue):
         ids, ts, px, qty, side = tape.ids, tape.ts, tape.px, tape.qty, tape.side
         tpl = self._tpl[si]
         ord0 = self.specs[si].first_order_id
+        pm, qm = self.px_str[si], self.qty_str[si]
         parts: list[str] = []
         app = parts.append
         n = 0
@@ -223,8 +224,8 @@ class BitstampVenue(Venue):
             taker = ord0 + 10 ** 9 + o      # the taker's order is the newer (larger) id
             maker = ord0 + i
             buy, sell = (taker, maker) if side[i] else (maker, taker)
-            s = tpl % (int(float(tid)), tid, ts[i] // 1_000_000, q / SCALE, fmt_units(q, 8), p / SCALE,
-                       self.fmt_trade_price(si, p), 0 if side[i] else 1, ts[i], buy, sell)
+            s = tpl % (int(float(tid)), tid, ts[i] // 1_000_000, q / SCALE, qm[q], p / SCALE,
+                       pm[p], 0 if side[i] else 1, ts[i], buy, sell)
             L = len(s)
             app(HDR[L] if L < 4096 else text_header(L))
             app(s)

@@ -110,6 +110,7 @@ def _uuid(a: int, b: int) -> str:
 
 class CoinbaseVenue(Venue):
     name = "coinbase"
+    books_feed_trades = True      # its trade messages carry the book sequence (trade_seq)
     ts_quantum_us = 1
     id_range = (100_000_000, 900_000_000)
     server_pings = False
@@ -160,7 +161,7 @@ class CoinbaseVenue(Venue):
         return self._tpl[si] % (
             kind, tape.ids[i], _uuid(tape.ids[i] * 2654435761, sp.first_order_id + i),
             _uuid(sp.first_order_id + order, order * 40503 + si), _MAKER_SIDE[tape.side[i]],
-            fmt_units(tape.qty[i], 8), fmt_units(tape.px[i], self._pdec[si]), self._sequence(si, i),
+            self.qty_str[si][tape.qty[i]], self.px_str[si][tape.px[i]], self._sequence(si, i),
             self._tfmt(tape.ts[i]))
 
     # ------------------------------------------------------------------ routes
