@@ -321,6 +321,11 @@ class CoinbaseVenue(Venue):
         n = 0
         o = o0 if o0 < n_orders and ostart[o0] <= i0 else tape.order_of_index(i0)
         taker = self._taker_uuid(si, o)
+        # _match_row(si, i, "match", o) written out with the columns and memos held locally
+        ids, ts, px, qty, side = tape.ids, tape.ts, tape.px, tape.qty, tape.side
+        seq = self.books[si].trade_seq if self.books else None
+        pm, qm, tpl, tfmt = self.px_str[si], self.qty_str[si], self._tpl[si], self._tfmt
+        first_order = self.specs[si].first_order_id
         for i in range(i0, i1):
             while o + 1 < n_orders and ostart[o + 1] <= i:
                 o += 1
@@ -329,7 +334,9 @@ class CoinbaseVenue(Venue):
                 continue
             if taker is None:
                 taker = self._taker_uuid(si, o)
-            s = self._match_row(si, i, "match", o, taker)
+            tid = ids[i]
+            s = tpl % ("match", tid, _uuid(tid * 2654435761, first_order + i), taker, _MAKER_SIDE[side[i]],
+                       qm[qty[i]], pm[px[i]], seq[i] if seq is not None else tid * 3, tfmt(ts[i]))
             L = len(s)
             app(HDR[L] if L < 4096 else text_header(L))
             app(s)
