@@ -97,3 +97,12 @@ def test_servecheck_drains_every_venue(tmp_path):
     assert report["simulator_cpu_us_per_trade"] > 0
     assert (tmp_path / "ground_truth.csv").stat().st_size > 0
 
+
+
+def test_with_a_bounded_history_books_stay_current(binance):
+    # the ring drops trades a lazy book would still have to read: the books advance every step
+    sim = binance(rate=5000, speed=1, history_s=600)
+    assert sim.wait_generated(3000, venue="binance", timeout=30)
+    sim.pause()
+    v = sim.venue("binance")
+    assert [len(t.order_start) - b.orders_applied for t, b in zip(v.tapes, v.books)] == [0, 0]

@@ -386,7 +386,8 @@ class BinanceVenue(Venue):
 
     # ------------------------------------------------------------------ diff depth streams
     def books_wanted(self) -> bool:
-        return any(c.venue_state.depth for c in self.conns.values() if c.venue_state is not None)
+        return super().books_wanted() or any(c.venue_state.depth for c in self.conns.values()
+                                             if c.venue_state is not None)
 
     def periodic(self, mono: float) -> None:
         if not self.books or mono < self._depth_next:

@@ -502,7 +502,8 @@ class KrakenVenue(Venue):
 
     # ------------------------------------------------------------------ books (v1)
     def books_wanted(self) -> bool:
-        return any(c.venue_state.books for c in self.conns.values() if c.venue_state is not None)
+        return super().books_wanted() or any(c.venue_state.books for c in self.conns.values()
+                                             if c.venue_state is not None)
 
     def _lvl(self, si: int, side: int, p: int, q: int, ts_us: int, republish: bool = False) -> str:
         s = '["%s","%s","%s"' % (self.fmt_book_price(si, p), self.fmt_book_qty(si, q), _ts_v1(ts_us))

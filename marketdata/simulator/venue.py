@@ -145,6 +145,7 @@ class Venue:
         self.tapes = self.gen.tapes
         # one deterministic order book per symbol, advanced with every taker order
         self.books_enabled = bool(self.options.get("books", True)) or self.books_required
+        self._books_ring = ring
         depth_ticks = int(self.options.get("book_depth_ticks", 400))
         self.books = [OrderBook(sp, seed, depth_ticks, float(self.options.get("book_density", 0.85)),
                                 sim.clock.start_us, ring=ring) for sp in self.specs] if self.books_enabled else []
@@ -286,8 +287,11 @@ class Venue:
         and :meth:`ensure_books` catches them up where they are read (REST depth, ``/_sim/book``,
         a snapshot, the history trim). A book is a pure function of the order sequence, so when
         it is advanced does not change it; advancing costs ~2 µs per trade, a quarter of the
-        simulator's serving CPU at ten venues (cProfile, servecheck)."""
-        return self.books_required or self.books_feed_trades
+        simulator's serving CPU at ten venues (cProfile, servecheck). With a bounded history
+        (``history_s``) the books stay current: every trade must pass through its book before the
+        ring drops it, and catching up a trim interval (up to 30 s of trades) at once would stall
+        the loop."""
+        return self.books_required or self.books_feed_trades or self._books_ring
 
     def ensure_books(self) -> None:
         """Advance every book over the orders the tape holds that it has not seen yet."""
