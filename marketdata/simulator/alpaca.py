@@ -79,7 +79,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from .conn import WSConnection
+from .conn import WSConnection, frame_text
 from .faults import FaultError
 from .generator import SCALE, split_canonical
 from .venue import SliceInfo, Venue, VenueRestError, decimals_of, fmt_units, strip_zeros
@@ -90,6 +90,7 @@ _ERRORS = {400: "invalid syntax", 401: "not authenticated", 402: "auth failed", 
            404: "auth timeout", 405: "symbol limit exceeded", 406: "connection limit exceeded"}
 _CHANNELS = ("trades", "quotes", "bars", "updatedBars", "dailyBars", "statuses", "lulds")
 _CONDITIONS = (["@"], ["@", "I"], ["@", "F"], ["@", "T"], ["@", "F", "I"])
+_CONDITIONS_JSON = tuple(orjson.dumps(c).decode() for c in _CONDITIONS)
 US_PER_MINUTE = 60_000_000
 
 
@@ -97,10 +98,23 @@ class AlpacaError(VenueRestError):
     pass
 
 
+_SECOND_TEXT: dict[int, str] = {}
+
+
+def _second_text(s: int) -> str:
+    """Epoch second -> ``2026-01-05T15:00:01`` (memoized: consecutive trades share seconds)."""
+    t = _SECOND_TEXT.get(s)
+    if t is None:
+        if len(_SECOND_TEXT) >= 4096:
+            _SECOND_TEXT.clear()
+        t = _SECOND_TEXT[s] = datetime.fromtimestamp(s, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
+    return t
+
+
 def rfc3339_ns(ts_us: int, sub_ns: int = 0) -> str:
     """µs (+ ns below it) -> ``2026-01-05T15:00:01.123456789Z`` with trailing zeros dropped."""
     s, us = divmod(ts_us, 1_000_000)
-    base = datetime.fromtimestamp(s, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
+    base = _second_text(s)
     frac = f"{us * 1000 + sub_ns:09d}".rstrip("0")
     return f"{base}.{frac}Z" if frac else f"{base}Z"
 
@@ -378,8 +392,8 @@ class AlpacaVenue(Venue):
         tape = self.tapes[si]
         tid = tape.ids[i]
         return ('{"T":"t","S":"%s","i":%d,"x":"V","p":%s,"s":%s,"c":%s,"z":"C","t":"%s"}' % (
-            self._vsym[si], self.wire_id(tid), self.fmt_trade_price(si, tape.px[i]),
-            self.fmt_trade_qty(si, tape.qty[i]), orjson.dumps(_CONDITIONS[tid % 5]).decode(),
+            self._vsym[si], self.wire_id(tid), self.px_str[si][tape.px[i]],
+            self.qty_str[si][tape.qty[i]], _CONDITIONS_JSON[tid % 5],
             rfc3339_ns(tape.ts[i], tid % 1000)))
 
     def on_slice(self, sl: SliceInfo) -> None:
@@ -403,7 +417,7 @@ class AlpacaVenue(Venue):
                                                  if not (skip and any(lo <= i < hi for lo, hi in skip))]
                 parts.extend(enc)
             if parts:
-                conn.send_text("[" + ",".join(parts) + "]")
+                conn.write(frame_text("[" + ",".join(parts) + "]").encode("latin-1"), 1, len(parts))
 
     def _broadcast(self, si: int, payload: str) -> int:
         n = 0

@@ -385,6 +385,10 @@ class BinanceVenue(Venue):
         return "".join(parts).encode("latin-1"), n
 
     # ------------------------------------------------------------------ diff depth streams
+    def books_wanted(self) -> bool:
+        return super().books_wanted() or any(c.venue_state.depth for c in self.conns.values()
+                                             if c.venue_state is not None)
+
     def periodic(self, mono: float) -> None:
         if not self.books or mono < self._depth_next:
             return
@@ -786,6 +790,7 @@ class BinanceVenue(Venue):
         limit = self.query_limit(request, 100, 5000)
         if not self.books:
             raise BinanceError(-1000, "An unknown error occurred while processing the request.", 500)
+        self.ensure_books()
         book = self.books[si]
         fp = self._fp
         return {

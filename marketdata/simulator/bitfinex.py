@@ -181,9 +181,9 @@ class BitfinexVenue(Venue):
 
     def _row(self, si: int, i: int) -> str:
         t = self.tapes[si]
-        q = self.fmt_trade_qty(si, t.qty[i])
+        q = self.qty_str[si][t.qty[i]]
         return "[%d,%d,%s,%s]" % (self.wire_id(si, t.ids[i]), t.ts[i] // 1000, q if t.side[i] else "-" + q,
-                                  self.fmt_trade_price(si, t.px[i]))
+                                  self.px_str[si][t.px[i]])
 
     # ------------------------------------------------------------------ routes
     def build_routes(self, app: web.Application) -> None:

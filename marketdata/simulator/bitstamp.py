@@ -59,7 +59,7 @@ from aiohttp import web
 from .conn import HDR, WSConnection, text_header
 from .faults import FaultError
 from .generator import SCALE, split_canonical
-from .venue import SliceInfo, Venue, VenueRestError, decimals_of, fmt_units, strip_zeros
+from .venue import SliceInfo, StrMemo, Venue, VenueRestError, decimals_of, fmt_units, strip_zeros
 
 _CHANNEL = re.compile(r"^(live_trades|live_orders|order_book|detail_order_book|diff_order_book)_(.+)$")
 _PAIR = re.compile(r"^[a-z0-9]+(-perp)?$")
@@ -105,9 +105,10 @@ class BitstampVenue(Venue):
         self.idle_drops = 0
         self.notices = 0
         self._tpl = ['{"event":"trade","channel":"live_trades_' + self.venue_symbol(si) + '","data":{"id":%d,'
-                     '"id_str":"%d","timestamp":"%d","amount":%r,"amount_str":"%s","price":%r,"price_str":"%s",'
+                     '"id_str":"%d","timestamp":"%d","amount":%s,"amount_str":"%s","price":%s,"price_str":"%s",'
                      '"type":%d,"microtimestamp":"%d","buy_order_id":%d,"sell_order_id":%d}}'
                      for si in range(len(self.symbols))]
+        self._float_str = StrMemo(lambda u: repr(u / SCALE))   # the JSON numbers amount and price
 
     # ------------------------------------------------------------------ formatting
     def venue_symbol(self, si: int) -> str:
@@ -208,6 +209,7 @@ class BitstampVenue(Venue):
         ids, ts, px, qty, side = tape.ids, tape.ts, tape.px, tape.qty, tape.side
         tpl = self._tpl[si]
         ord0 = self.specs[si].first_order_id
+        pm, qm, fl = self.px_str[si], self.qty_str[si], self._float_str
         parts: list[str] = []
         app = parts.append
         n = 0
@@ -223,8 +225,8 @@ class BitstampVenue(Venue):
             taker = ord0 + 10 ** 9 + o      # the taker's order is the newer (larger) id
             maker = ord0 + i
             buy, sell = (taker, maker) if side[i] else (maker, taker)
-            s = tpl % (int(float(tid)), tid, ts[i] // 1_000_000, q / SCALE, fmt_units(q, 8), p / SCALE,
-                       self.fmt_trade_price(si, p), 0 if side[i] else 1, ts[i], buy, sell)
+            s = tpl % (int(float(tid)), tid, ts[i] // 1_000_000, fl[q], qm[q], fl[p],
+                       pm[p], 0 if side[i] else 1, ts[i], buy, sell)
             L = len(s)
             app(HDR[L] if L < 4096 else text_header(L))
             app(s)

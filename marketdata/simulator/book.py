@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import random
 import zlib
+from math import log as _log
 from array import array
 from bisect import bisect_left, insort
 from typing import TYPE_CHECKING
@@ -46,7 +47,7 @@ class OrderBook:
     __slots__ = (
         "spec", "tick", "lot", "qscale", "depth", "density", "rng", "bids", "asks", "bid_px", "ask_px",
         "bid_ts", "ask_ts", "update_id", "trade_seq", "orders_applied", "log_px", "log_qty", "log_first",
-        "max_log", "center",
+        "max_log", "center", "_rnd",
     )
 
     def __init__(self, spec: "SymbolSpec", seed: str, depth_ticks: int = 400, density: float = 0.85,
@@ -58,6 +59,7 @@ class OrderBook:
         self.depth = max(30, int(depth_ticks))
         self.density = float(density)
         self.rng = random.Random(f"{seed}:book:{spec.canonical}")
+        self._rnd = self.rng.random
         self.bids: dict[int, int] = {}
         self.asks: dict[int, int] = {}
         self.bid_px: list[int] = []  # ascending
@@ -95,7 +97,7 @@ class OrderBook:
 
     # ------------------------------------------------------------------ mutation
     def _new_qty(self) -> int:
-        e = self.rng.expovariate(1.0)
+        e = -_log(1.0 - self._rnd())     # rng.expovariate(1.0), inlined: the same numbers
         return self.lot * (1 + int(e * self.qscale))
 
     def _set(self, side: int, px: int, qty: int, ts: int) -> bool:
@@ -126,55 +128,65 @@ class OrderBook:
         self.log_first += k
 
     def _recenter(self, b: int, ts: int) -> None:
+        # The changes of _set written out (levels leaving the window, then levels entering it,
+        # then the touch), in the same order with the same draws: this is ~45 % of a book's time.
         t, D = self.tick, self.depth
         c = self.center
         blo, bhi = max(t, b - (D - 1) * t), b
         alo, ahi = b + t, b + D * t
         bl, al = self.bid_px, self.ask_px
-        st = self._set
+        bids, asks, bts, ats = self.bids, self.asks, self.bid_ts, self.ask_ts
+        lp_app, lq_app = self.log_px.append, self.log_qty.append
+        uid = self.update_id
         while bl and bl[-1] > bhi:
-            st(BID, bl[-1], 0, ts)
+            p = bl.pop()
+            del bids[p], bts[p]
+            uid += 1
+            lp_app(p)
+            lq_app(0)
         while bl and bl[0] < blo:
-            st(BID, bl[0], 0, ts)
+            p = bl.pop(0)
+            del bids[p], bts[p]
+            uid += 1
+            lp_app(p)
+            lq_app(0)
         while al and al[0] < alo:
-            st(ASK, al[0], 0, ts)
+            p = al.pop(0)
+            del asks[p], ats[p]
+            uid += 1
+            lp_app(-p)
+            lq_app(0)
         while al and al[-1] > ahi:
-            st(ASK, al[-1], 0, ts)
+            p = al.pop()
+            del asks[p], ats[p]
+            uid += 1
+            lp_app(-p)
+            lq_app(0)
         rnd = self.rng.random
         dens = self.density
+        lot, qscale = self.lot, self.qscale
         old_blo, old_bhi = max(t, c - (D - 1) * t), c
         old_alo, old_ahi = c + t, c + D * t
-        for side, lo, hi, olo, ohi, best in ((BID, blo, bhi, old_blo, old_bhi, bhi),
-                                             (ASK, alo, ahi, old_alo, old_ahi, alo)):
-            for r_lo, r_hi in ((lo, min(hi, olo - t)), (max(lo, ohi + t), hi)):
-                p = r_lo
+        for sign, book, lts, lst, lo, hi, olo, ohi, best in (
+                (1, bids, bts, bl, blo, bhi, old_blo, old_bhi, bhi),
+                (-1, asks, ats, al, alo, ahi, old_alo, old_ahi, alo)):
+            for p, r_hi in ((lo, min(hi, olo - t)), (max(lo, ohi + t), hi)):
                 while p <= r_hi:
                     if p == best or rnd() < dens:
-                        st(side, p, self._new_qty(), ts)
+                        if p not in book:
+                            insort(lst, p)
+                        book[p] = q = lot * (1 + int(-_log(1.0 - rnd()) * qscale))
+                        lts[p] = ts
+                        uid += 1
+                        lp_app(sign * p)
+                        lq_app(q)
                     p += t
-        if bhi not in self.bids:
-            st(BID, bhi, self._new_qty(), ts)
-        if alo not in self.asks:
-            st(ASK, alo, self._new_qty(), ts)
+        self.update_id = uid
+        if bhi not in bids:
+            self._set(BID, bhi, self._new_qty(), ts)
+        if alo not in asks:
+            self._set(ASK, alo, self._new_qty(), ts)
         self.center = b
-
-    def _noise(self, ts: int) -> None:
-        rnd = self.rng.random
-        side = ASK if rnd() < 0.5 else BID
-        k = int(rnd() * 25)
-        t = self.tick
-        if side == ASK:
-            p = self.center + t * (1 + k)
-            present = p in self.asks
-        else:
-            p = self.center - t * k
-            if p < t:
-                return
-            present = p in self.bids
-        if k > 0 and present and rnd() < 0.3:
-            self._set(side, p, 0, ts)
-        else:
-            self._set(side, p, self._new_qty(), ts)
 
     def apply_orders(self, tape: "SymbolTape", o0: int, o1: int) -> None:
         """Advance the book over taker orders ``[o0, o1)`` of ``tape`` (must be the next ones)."""
@@ -189,8 +201,9 @@ class OrderBook:
         lp_app = self.log_px.append
         lq_app = self.log_qty.append
         new_qty = self._new_qty
-        noise = self._noise
+        lot, qscale = self.lot, self.qscale
         asks, bids, ask_ts, bid_ts = self.asks, self.bids, self.ask_ts, self.bid_ts
+        ask_px, bid_px = self.ask_px, self.bid_px
         for o in range(o0, o1):
             a = ostart[o]
             b = ostart[o + 1] if o + 1 < n_orders else n_trades
@@ -210,19 +223,45 @@ class OrderBook:
             cur = book[px]
             for i in range(a, b):
                 fq = qtys[i]
-                cur = cur - fq if cur > fq else new_qty()
+                # _new_qty() inlined: the same draw
+                cur = cur - fq if cur > fq else lot * (1 + int(-_log(1.0 - rnd()) * qscale))
                 uid += 1
                 lp_app(lpx)
                 lq_app(cur)
                 seq_app(uid)
             book[px] = cur
             lts[px] = ts
-            self.update_id = uid
             r = rnd()
             if r >= 0.35:
-                noise(ts)
-                if r >= 0.8:
-                    noise(ts)
+                # noise: 0..2 random adds / quantity changes / cancels within 25 ticks of the touch
+                # (one draw for the side, one for the distance, a cancel draw for a present level
+                # off the touch, else a quantity draw)
+                c = self.center
+                for _ in (0, 1) if r >= 0.8 else (0,):
+                    if rnd() < 0.5:
+                        k = int(rnd() * 25)
+                        p = c + t * (1 + k)
+                        nb, nl, nts, lp = asks, ask_px, ask_ts, -p
+                    else:
+                        k = int(rnd() * 25)
+                        p = c - t * k
+                        if p < t:
+                            continue
+                        nb, nl, nts, lp = bids, bid_px, bid_ts, p
+                    if k > 0 and p in nb and rnd() < 0.3:
+                        del nb[p]
+                        del nts[p]
+                        del nl[bisect_left(nl, p)]
+                        lq_app(0)
+                    else:
+                        if p not in nb:
+                            insort(nl, p)
+                        nb[p] = q = lot * (1 + int(-_log(1.0 - rnd()) * qscale))
+                        nts[p] = ts
+                        lq_app(q)
+                    uid += 1
+                    lp_app(lp)
+            self.update_id = uid
         self.orders_applied = o1
         if len(self.log_px) > self.max_log:
             self._trim_log()

@@ -94,6 +94,7 @@ ALL_CATEGORIES = ("spot", "linear", "inverse", "option")
 
 class BybitVenue(Venue):
     name = "bybit"
+    books_feed_trades = True      # its trade messages carry the book sequence (trade_seq)
     ts_quantum_us = 1000
     id_range = (60_000_000_000, 90_000_000_000)
     server_pings = False
@@ -227,8 +228,9 @@ class BybitVenue(Venue):
         tape = self.tapes[si]
         ids, ts, px, qty, side = tape.ids, tape.ts, tape.px, tape.qty, tape.side
         tpl = self._trade_tpl[si]
-        fp, fq, fi = self.fmt_trade_price, self.fmt_trade_qty, self.fmt_trade_id
-        rows = [tpl % (ts[i] // 1000, _SIDE[side[i]], fq(si, qty[i]), fp(si, px[i]), fi(si, ids[i]), self._seq(si, i))
+        pm, qm, fi = self.px_str[si], self.qty_str[si], self.fmt_trade_id
+        seq = self.books[si].trade_seq if self.books else ids
+        rows = [tpl % (ts[i] // 1000, _SIDE[side[i]], qm[qty[i]], pm[px[i]], fi(si, ids[i]), seq[i])
                 for i in range(i0, i1) if not (skip and any(lo <= i < hi for lo, hi in skip))]
         head = '{"topic":"publicTrade.%s","type":"snapshot","ts":%d,"data":[' % (self._vsym[si], ms)
         out = []

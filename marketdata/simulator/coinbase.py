@@ -110,6 +110,7 @@ def _uuid(a: int, b: int) -> str:
 
 class CoinbaseVenue(Venue):
     name = "coinbase"
+    books_feed_trades = True      # its trade messages carry the book sequence (trade_seq)
     ts_quantum_us = 1
     id_range = (100_000_000, 900_000_000)
     server_pings = False
@@ -152,15 +153,18 @@ class CoinbaseVenue(Venue):
         tape = self.tapes[si]
         return tape.ids[-1] * 3 if len(tape) else 0
 
-    def _match_row(self, si: int, i: int, kind: str, order: int | None = None) -> str:
+    def _taker_uuid(self, si: int, order: int) -> str:
+        return _uuid(self.specs[si].first_order_id + order, order * 40503 + si)
+
+    def _match_row(self, si: int, i: int, kind: str, order: int | None = None, taker: str | None = None) -> str:
         tape = self.tapes[si]
         if order is None:
             order = tape.order_of_index(i)
         sp = self.specs[si]
         return self._tpl[si] % (
             kind, tape.ids[i], _uuid(tape.ids[i] * 2654435761, sp.first_order_id + i),
-            _uuid(sp.first_order_id + order, order * 40503 + si), _MAKER_SIDE[tape.side[i]],
-            fmt_units(tape.qty[i], 8), fmt_units(tape.px[i], self._pdec[si]), self._sequence(si, i),
+            taker or self._taker_uuid(si, order), _MAKER_SIDE[tape.side[i]],
+            self.qty_str[si][tape.qty[i]], self.px_str[si][tape.px[i]], self._sequence(si, i),
             self._tfmt(tape.ts[i]))
 
     # ------------------------------------------------------------------ routes
@@ -316,12 +320,23 @@ class CoinbaseVenue(Venue):
         app = parts.append
         n = 0
         o = o0 if o0 < n_orders and ostart[o0] <= i0 else tape.order_of_index(i0)
+        taker = self._taker_uuid(si, o)
+        # _match_row(si, i, "match", o) written out with the columns and memos held locally
+        ids, ts, px, qty, side = tape.ids, tape.ts, tape.px, tape.qty, tape.side
+        seq = self.books[si].trade_seq if self.books else None
+        pm, qm, tpl, tfmt = self.px_str[si], self.qty_str[si], self._tpl[si], self._tfmt
+        first_order = self.specs[si].first_order_id
         for i in range(i0, i1):
             while o + 1 < n_orders and ostart[o + 1] <= i:
                 o += 1
+                taker = None
             if skip and any(lo <= i < hi for lo, hi in skip):
                 continue
-            s = self._match_row(si, i, "match", o)
+            if taker is None:
+                taker = self._taker_uuid(si, o)
+            tid = ids[i]
+            s = tpl % ("match", tid, _uuid(tid * 2654435761, first_order + i), taker, _MAKER_SIDE[side[i]],
+                       qm[qty[i]], pm[px[i]], seq[i] if seq is not None else tid * 3, tfmt(ts[i]))
             L = len(s)
             app(HDR[L] if L < 4096 else text_header(L))
             app(s)

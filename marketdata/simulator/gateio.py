@@ -220,7 +220,7 @@ class GateioVenue(Venue):
     def _encode(self, si: int, i0: int, i1: int, skip: list[tuple[int, int]], now_us: int) -> tuple[bytes, int]:
         tape = self.tapes[si]
         ids, ts, px, qty, side = tape.ids, tape.ts, tape.px, tape.qty, tape.side
-        tpl, pd, qd = self._tpl[si], self._pdec[si], self._qdec[si]
+        tpl, pm, qm = self._tpl[si], self.px_str[si], self.qty_str[si]
         t_s, t_ms = now_us // 1_000_000, now_us // 1000
         parts: list[str] = []
         app = parts.append
@@ -230,7 +230,7 @@ class GateioVenue(Venue):
                 continue
             m = ids[i]
             s = tpl % (t_s, t_ms, m * PLATFORM_ID_STRIDE + si, m, ts[i] // 1_000_000, ms_text(ts[i]),
-                       _SIDE[side[i]], fmt_units(qty[i], qd), fmt_units(px[i], pd), m, m)
+                       _SIDE[side[i]], qm[qty[i]], pm[px[i]], m, m)
             L = len(s)
             app(HDR[L] if L < 4096 else text_header(L))
             app(s)

@@ -291,7 +291,7 @@ class TradeGenerator:
         before = [(len(st.tape.ids), len(st.tape.order_start)) for st in states]
         rng = self._rng
         rnd = rng.random
-        expo = rng.expovariate
+        log = math.log     # expovariate(1.0) is -log(1.0 - random()) / 1.0: inlined, same numbers
         nsym = len(states)
         cum = self._cum
         fills = FILL_TABLE
@@ -331,7 +331,7 @@ class TradeGenerator:
             lot = st.lot
             qmean = st.qmean
             for _ in range(nf):
-                e = expo(1.0)
+                e = -log(1.0 - rnd())
                 a_id(nid)
                 nid += 1
                 a_ts(ts)

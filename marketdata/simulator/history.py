@@ -36,6 +36,7 @@ def trim_venue(v: "Venue", now_us: int, history_s: float, written: dict[tuple[st
     cut_us = now_us - int(history_s * 1_000_000)
     cut_us -= cut_us % US_PER_MINUTE
     dropped = 0
+    v.ensure_books()        # a book behind the tape reads the trades about to be dropped
     for si, tape in enumerate(v.tapes):
         n = len(tape)
         idx = min(bisect_left(tape.ts, cut_us), n - MIN_KEPT_TRADES)

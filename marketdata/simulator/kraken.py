@@ -75,7 +75,7 @@ from .book import ASK, BID, kraken_checksum
 from .conn import WSConnection, frame_text
 from .faults import FaultError
 from .generator import split_canonical
-from .venue import SliceInfo, Venue, decimals_of, fmt_units, strip_zeros
+from .venue import SliceInfo, StrMemo, Venue, decimals_of, fmt_units, strip_zeros
 
 _ALT = {"BTC": "XBT", "DOGE": "XDG"}
 _LEGACY = {"XBT", "ETH", "LTC", "XRP", "XLM", "XMR", "ETC", "ZEC", "MLN", "REP"}
@@ -165,6 +165,9 @@ class KrakenVenue(Venue):
                 self._names.setdefault(n, si)
         self._pdec = [decimals_of(sp.tick_units) for sp in self.specs]  # pair_decimals
         self._tdec = [max(5, d) for d in self._pdec]  # trade price strings
+        # v2 prints numbers without trailing zeros
+        self._v2_px = [StrMemo(lambda u, si=si: strip_zeros(self.fmt_trade_price(si, u))) for si in range(len(self.specs))]
+        self._v2_qty = [StrMemo(lambda u, si=si: strip_zeros(self.fmt_trade_qty(si, u))) for si in range(len(self.specs))]
         self._rng = random.Random(f"{self.config.seed}:{self.name}:channels")
         self._recent_ids: deque[int] = deque(maxlen=10_000)
         self._recent_set: set[int] = set()
@@ -429,20 +432,20 @@ class KrakenVenue(Venue):
     def _v1_rows(self, si: int, i0: int, i1: int, skip: list[tuple[int, int]]) -> tuple[str, int]:
         tape = self.tapes[si]
         ts, px, qty, side = tape.ts, tape.px, tape.qty, tape.side
-        d = self._tdec[si]
+        pm, qm = self.px_str[si], self.qty_str[si]
         parts = []
         for i in range(i0, i1):
             if skip and any(lo <= i < hi for lo, hi in skip):
                 continue
             parts.append('["%s","%s","%s","%s","%s",""]' % (
-                fmt_units(px[i], d), fmt_units(qty[i]), _ts_v1(ts[i]), _SIDE_V1[side[i]],
+                pm[px[i]], qm[qty[i]], _ts_v1(ts[i]), _SIDE_V1[side[i]],
                 "ml"[self._order_type(ts[i], px[i])]))
         return ",".join(parts), len(parts)
 
     def _v2_rows(self, si: int, i0: int, i1: int, skip: list[tuple[int, int]]) -> tuple[str, int]:
         tape = self.tapes[si]
         ids, ts, px, qty, side = tape.ids, tape.ts, tape.px, tape.qty, tape.side
-        d = self._tdec[si]
+        pm, qm = self._v2_px[si], self._v2_qty[si]
         sym = self._ws2[si]
         rfc = self._rfc
         parts = []
@@ -450,8 +453,7 @@ class KrakenVenue(Venue):
             if skip and any(lo <= i < hi for lo, hi in skip):
                 continue
             parts.append('{"symbol":"%s","side":"%s","price":%s,"qty":%s,"ord_type":"%s","trade_id":%d,'
-                         '"timestamp":"%s"}' % (sym, _SIDE_V2[side[i]], strip_zeros(fmt_units(px[i], d)),
-                                                strip_zeros(fmt_units(qty[i])),
+                         '"timestamp":"%s"}' % (sym, _SIDE_V2[side[i]], pm[px[i]], qm[qty[i]],
                                                 ("market", "limit")[self._order_type(ts[i], px[i])], ids[i],
                                                 rfc(ts[i])))
         return ",".join(parts), len(parts)
@@ -499,11 +501,16 @@ class KrakenVenue(Venue):
                     st.last_send = now
 
     # ------------------------------------------------------------------ books (v1)
+    def books_wanted(self) -> bool:
+        return super().books_wanted() or any(c.venue_state.books for c in self.conns.values()
+                                             if c.venue_state is not None)
+
     def _lvl(self, si: int, side: int, p: int, q: int, ts_us: int, republish: bool = False) -> str:
         s = '["%s","%s","%s"' % (self.fmt_book_price(si, p), self.fmt_book_qty(si, q), _ts_v1(ts_us))
         return s + (',"r"]' if republish else "]")
 
     def checksum(self, si: int) -> int:
+        self.ensure_books()
         book = self.books[si]
         fp, fq = self.fmt_book_price, self.fmt_book_qty
         bids = [(fp(si, p), fq(si, q)) for p, q in book.top(BID, 10)]
@@ -512,6 +519,7 @@ class KrakenVenue(Venue):
 
     def _sync_view(self, si: int, depth: int) -> _View:
         view = self._views.get((si, depth))
+        self.ensure_books()
         book = self.books[si]
         if view is None:
             view = self._views[(si, depth)] = _View()
@@ -865,6 +873,7 @@ class KrakenVenue(Venue):
             count = min(500, max(1, int(count))) if count else 100
         except ValueError:
             raise _KrakenError("EGeneral:Invalid arguments:count") from None
+        self.ensure_books()
         book = self.books[si]
         fp, fq = self.fmt_book_price, self.fmt_book_qty
         return {self._key[si]: {

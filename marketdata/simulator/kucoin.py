@@ -290,7 +290,7 @@ class KucoinVenue(Venue):
         seq = self.books[si].trade_seq
         n_orders, n_trades = len(ostart), len(tape.ids)
         tpl = self._tpl[si]
-        fp, fq = self.fmt_trade_price, self.fmt_trade_qty
+        pm, qm = self.px_str[si], self.qty_str[si]
         salt = (si + 1) << 48
         parts: list[str] = []
         app = parts.append
@@ -300,12 +300,12 @@ class KucoinVenue(Venue):
             b = ostart[o + 1] if o + 1 < n_orders else n_trades
             t = ts[a]
             taker = _object_id(t, salt + o)
-            p = fp(si, px[a])
+            p = pm[px[a]]
             sd = _SIDE[side[a]]
             for i in range(a, b):
                 if skip and any(lo <= i < hi for lo, hi in skip):
                     continue
-                s = tpl % (_object_id(t, ~seq[i] & _MASK), p, seq[i], sd, fq(si, qty[i]), taker, t * 1000, seq[i])
+                s = tpl % (_object_id(t, ~seq[i] & _MASK), p, seq[i], sd, qm[qty[i]], taker, t * 1000, seq[i])
                 L = len(s)
                 app(HDR[L] if L < 4096 else text_header(L))
                 app(s)

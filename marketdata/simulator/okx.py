@@ -91,6 +91,7 @@ class _OState:
 
 class OkxVenue(Venue):
     name = "okx"
+    books_feed_trades = True      # its trade messages carry the book sequence (trade_seq)
     ts_quantum_us = 1000
     id_range = (300_000_000, 2_000_000_000)
     server_pings = False
@@ -272,7 +273,7 @@ class OkxVenue(Venue):
         seq = self.books[si].trade_seq if self.books else None
         n_orders, n_trades = len(ostart), len(ids)
         tpl = self._tpl_trades[si]
-        pd, qd = self._pdec[si], self._qdec[si]
+        pm, qm = self.px_str[si], self.qty_str[si]
         parts: list[str] = []
         app = parts.append
         frames = fills = 0
@@ -282,7 +283,7 @@ class OkxVenue(Venue):
             if skip and any(lo < b and a < hi for lo, hi in skip):
                 continue
             q = qty[a] if b - a == 1 else sum(qty[a:b])
-            s = tpl % (ids[b - 1], fmt_units(px[a], pd), fmt_units(q, qd), _SIDE[side[a]], ts[a] // 1000, b - a,
+            s = tpl % (ids[b - 1], pm[px[a]], qm[q], _SIDE[side[a]], ts[a] // 1000, b - a,
                        seq[b - 1] if seq is not None else ids[b - 1])
             L = len(s)
             app(HDR[L] if L < 4096 else text_header(L))
@@ -295,14 +296,14 @@ class OkxVenue(Venue):
         tape = self.tapes[si]
         ids, ts, px, qty, side = tape.ids, tape.ts, tape.px, tape.qty, tape.side
         tpl = self._tpl_all[si]
-        pd, qd = self._pdec[si], self._qdec[si]
+        pm, qm = self.px_str[si], self.qty_str[si]
         parts: list[str] = []
         app = parts.append
         n = 0
         for i in range(i0, i1):
             if skip and any(lo <= i < hi for lo, hi in skip):
                 continue
-            s = tpl % (ids[i], fmt_units(px[i], pd), fmt_units(qty[i], qd), _SIDE[side[i]], ts[i] // 1000)
+            s = tpl % (ids[i], pm[px[i]], qm[qty[i]], _SIDE[side[i]], ts[i] // 1000)
             L = len(s)
             app(HDR[L] if L < 4096 else text_header(L))
             app(s)

@@ -13,6 +13,7 @@ import logging
 import time
 from bisect import bisect_left
 from collections import deque
+from functools import partial
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import orjson
@@ -55,6 +56,26 @@ def fmt_units(units: int, decimals: int = 8) -> str:
     u = units // div
     d = 10 ** decimals
     return f"{u // d}.{u % d:0{decimals}d}" if decimals else str(u)
+
+
+class StrMemo(dict):
+    """``units -> wire string`` memo: ``memo[units]`` is a dict hit for a value seen before and
+    calls ``fmt(units)`` once otherwise. A tape repeats few distinct prices and quantities, so the
+    encoders and the ground truth format each once instead of once per trade (formatting was the
+    largest single cost of serving). Cleared when it reaches ``limit`` entries."""
+
+    __slots__ = ("fmt", "limit")
+
+    def __init__(self, fmt, limit: int = 1 << 16) -> None:
+        super().__init__()
+        self.fmt = fmt
+        self.limit = limit
+
+    def __missing__(self, units: int) -> str:
+        if len(self) >= self.limit:
+            self.clear()
+        s = self[units] = self.fmt(units)
+        return s
 
 
 class VenueRestError(Exception):
@@ -104,6 +125,9 @@ class Venue:
     qty_decimals: ClassVar[int] = 8
     #: the venue cannot run without order books (its trade ids come from the book sequence)
     books_required: ClassVar[bool] = False
+    #: the venue's trade messages carry the book's update ids (``trade_seq``): books advance with
+    #: every generation step
+    books_feed_trades: ClassVar[bool] = False
 
     def __init__(self, sim: "Simulator", symbols: list[str], rate: float, options: dict[str, Any]) -> None:
         self.sim = sim
@@ -121,10 +145,15 @@ class Venue:
         self.tapes = self.gen.tapes
         # one deterministic order book per symbol, advanced with every taker order
         self.books_enabled = bool(self.options.get("books", True)) or self.books_required
+        self._books_ring = ring
         depth_ticks = int(self.options.get("book_depth_ticks", 400))
         self.books = [OrderBook(sp, seed, depth_ticks, float(self.options.get("book_density", 0.85)),
                                 sim.clock.start_us, ring=ring) for sp in self.specs] if self.books_enabled else []
         self.rate = float(rate)
+        # per symbol: fmt_trade_price / fmt_trade_qty memoized (the ground truth's strings, which
+        # the venues' trade messages print too)
+        self.px_str = [StrMemo(partial(self.fmt_trade_price, si)) for si in range(len(self.specs))]
+        self.qty_str = [StrMemo(partial(self.fmt_trade_qty, si)) for si in range(len(self.specs))]
         self.faults = FaultRegistry()
         self.conns: dict[int, WSConnection] = {}
         self.closed_conns: deque[WSConnection] = deque(maxlen=200)
@@ -252,6 +281,26 @@ class Venue:
         """Called after every generation step, also while paused or after ``end`` (timers:
         book diff streams, heartbeats, idle and token checks)."""
 
+    def books_wanted(self) -> bool:
+        """Whether the books must advance with every generation step: the venue's trades read
+        them, or a connection streams them (venues override). Otherwise they stay behind the tape
+        and :meth:`ensure_books` catches them up where they are read (REST depth, ``/_sim/book``,
+        a snapshot, the history trim). A book is a pure function of the order sequence, so when
+        it is advanced does not change it; advancing costs ~2 µs per trade, a quarter of the
+        simulator's serving CPU at ten venues (cProfile, servecheck). With a bounded history
+        (``history_s``) the books stay current: every trade must pass through its book before the
+        ring drops it, and catching up a trim interval (up to 30 s of trades) at once would stall
+        the loop."""
+        return self.books_required or self.books_feed_trades or self._books_ring
+
+    def ensure_books(self) -> None:
+        """Advance every book over the orders the tape holds that it has not seen yet."""
+        for si, book in enumerate(self.books):
+            tape = self.tapes[si]
+            n = len(tape.order_start)
+            if book.orders_applied < n:
+                book.apply_orders(tape, book.orders_applied, n)
+
     def fmt_book_price(self, si: int, units: int) -> str:
         return self.fmt_price(units)
 
@@ -261,6 +310,7 @@ class Venue:
     def book_view(self, si: int, depth: int | None = None) -> dict[str, Any]:
         """``/_sim/book``: the full current book of symbol ``si`` as wire strings, best first, and
         the update id it reflects (venues add their own names for it)."""
+        self.ensure_books()
         book = self.books[si]
         fp, fq = self.fmt_book_price, self.fmt_book_qty
         return {
@@ -290,20 +340,18 @@ class Venue:
         return self.fmt_qty(units)
 
     def ground_truth_lines(self, si: int, i0: int, i1: int) -> str:
+        """Rows ``[i0, i1)`` of symbol ``si``. Price and quantity strings are memoized per symbol
+        across flushes (a tape repeats few distinct values), and the trade id is ``str`` unless
+        the venue overrides ``fmt_trade_id``: formatting was 15 % of serving CPU before."""
         tape = self.tapes[si]
         prefix = f"{self.name},{self.symbols[si]},"
-        fp, fq, ft = self.fmt_trade_price, self.fmt_trade_qty, self.fmt_trade_id
-        ids, ts, px, qty, side = tape.ids, tape.ts, tape.px, tape.qty, tape.side
-        sides = ("sell\n", "buy\n")
-        pc: dict[int, str] = {}
-        out = []
-        for i in range(i0, i1):
-            p = px[i]
-            ps = pc.get(p)
-            if ps is None:
-                ps = pc[p] = fp(si, p)
-            out.append(f"{prefix}{ft(si, ids[i])},{ts[i]},{ps},{fq(si, qty[i])},{sides[side[i]]}")
-        return "".join(out)
+        ft = self.fmt_trade_id
+        ids, ts, px, qty, side = tape.ids[i0:i1], tape.ts[i0:i1], tape.px[i0:i1], tape.qty[i0:i1], tape.side[i0:i1]
+        if type(self).fmt_trade_id is not Venue.fmt_trade_id:
+            ids = [ft(si, t) for t in ids]
+        pm, qm = self.px_str[si], self.qty_str[si]
+        sides = (",sell\n", ",buy\n")
+        return "".join([f"{prefix}{ids[k]},{ts[k]},{pm[px[k]]},{qm[qty[k]]}{sides[side[k]]}" for k in range(len(ts))])
 
     # ------------------------------------------------------------------ symbols
     def symbol_index(self, name: str | None) -> int | None:
@@ -379,11 +427,12 @@ class Venue:
             ranges: dict[int, tuple[int, int, int, int]] = {}
             withheld: dict[int, list[tuple[int, int, int | None]]] = {}
             skips = self.faults.skips
-            books = self.books
+            books = self.books if self.books and self.books_wanted() else None
             for si, i0, i1, o0, o1 in out:
                 ranges[si] = (i0, i1, o0, o1)
                 if books:
-                    books[si].apply_orders(self.tapes[si], o0, o1)
+                    book = books[si]
+                    book.apply_orders(self.tapes[si], book.orders_applied, o1)
                 if skips and si in skips:
                     w = self.faults.take_skips(si, i0, i1, self.tapes[si].ids)
                     if w:
