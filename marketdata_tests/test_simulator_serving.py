@@ -1,6 +1,6 @@
 """How the simulator serves for little CPU: order books that nothing reads stay behind the tape and
 are caught up, identical, where they are read; every venue serves its trade subscription to the
-raw drain client of ``servecheck`` (the tool that measures the simulator's CPU per trade)."""
+raw drain client of ``marketdata.bench.simulator_serve`` (the tool that measures the simulator's CPU per trade)."""
 
 from __future__ import annotations
 
@@ -84,7 +84,7 @@ def test_a_depth_subscriber_keeps_books_current(binance):
 
 
 def test_servecheck_drains_every_venue(tmp_path):
-    out = subprocess.run([sys.executable, "-m", "marketdata.simulator.servecheck", "--rate", "3000",
+    out = subprocess.run([sys.executable, "-m", "marketdata.bench.simulator_serve", "--rate", "3000",
                           "--seconds", "2", "--workdir", str(tmp_path)],
                          cwd=REPO, capture_output=True, text=True, timeout=80)
     assert out.returncode == 0, out.stderr

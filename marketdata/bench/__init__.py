@@ -8,6 +8,7 @@
 - ``read``: ``marketdata bench --read``, a year of bars read into polars and exported to Parquet;
 - ``persist``: ``python -m marketdata.bench.persist``, one persist worker's throughput;
 - ``simulator_load``: ``python -m marketdata.bench.simulator_load``, the simulator's CPU at a rate;
+- ``simulator_serve``: ``python -m marketdata.bench.simulator_serve``, the simulator's own CPU per trade and send lag with every venue drained by a raw-socket client;
 - ``dagster_service``: dagster-webserver + dagster-daemon as child processes, driven over GraphQL
   (the backfill bench's ``--daemon`` and the Dagster end-to-end tests).
 

@@ -287,7 +287,7 @@ class Venue:
         and :meth:`ensure_books` catches them up where they are read (REST depth, ``/_sim/book``,
         a snapshot, the history trim). A book is a pure function of the order sequence, so when
         it is advanced does not change it; advancing costs ~2 µs per trade, a quarter of the
-        simulator's serving CPU at ten venues (cProfile, servecheck). With a bounded history
+        simulator's serving CPU at ten venues (cProfile, bench/simulator_serve.py). With a bounded history
         (``history_s``) the books stay current: every trade must pass through its book before the
         ring drops it, and catching up a trim interval (up to 30 s of trades) at once would stall
         the loop."""

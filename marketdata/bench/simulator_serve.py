@@ -1,7 +1,7 @@
 """Measure what serving costs the simulator: its own CPU per offered trade and its send lag, with
 every venue subscribed by one cheap raw-socket client that only drains bytes.
 
-    python -m marketdata.simulator.servecheck --rate 100000 --seconds 20 [--venues all] [--symbols 2]
+    python -m marketdata.bench.simulator_serve --rate 100000 --seconds 20 [--venues all] [--symbols 2]
         [--no-ground-truth] [--profile out.prof]
 
 Starts ``python -m marketdata.simulator`` as a child process (paused, with a ground truth, the
@@ -31,9 +31,9 @@ import httpx
 import orjson
 
 from ..procs import terminate
-from . import sendlag
-from .core import SimulatorConfig, available_venues
-from .process import config_to_argv
+from ..simulator import sendlag
+from ..simulator.core import SimulatorConfig, available_venues
+from ..simulator.process import config_to_argv
 
 #: two of these per venue by default, as ``marketdata bench`` offers them
 SYMBOLS = ["BTC-USDT", "ETH-USDT", "SOL-USDT", "XRP-USDT", "DOGE-USDT", "ADA-USDT"]
@@ -227,7 +227,7 @@ async def _run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m marketdata.simulator.servecheck")
+    ap = argparse.ArgumentParser(prog="python -m marketdata.bench.simulator_serve")
     ap.add_argument("--rate", type=float, default=100000, help="trades/s over all venues (split evenly)")
     ap.add_argument("--seconds", type=float, default=20)
     ap.add_argument("--venues", default="all", help="comma list or 'all'")
