@@ -20,10 +20,14 @@ from __future__ import annotations
 
 import pytest
 
+from marketdata import venues
 from marketdata.backfill import BackfillError, load_history, read_progress, rebuild_hours, span_hours
 from marketdata.clock import format_us, parse_time_us
 from marketdata.bars import audit_hours
 from marketdata.clock import US_PER_HOUR, US_PER_MINUTE, now_us
+
+from marketdata.rest.client import VenueRest
+from marketdata.rest.pager import search_first_id
 
 from .history_sim import history_sim, history_store
 from .pipeline import bars_from_truth, read_truth
@@ -127,7 +131,8 @@ def test_other_time_paged_venues_load_their_ground_truth(tmp_path_factory, tmp_p
     load_two_hours_of_ground_truth(tmp_path_factory, tmp_path, monkeypatch, clickhouse, venue, symbols, start)
 
 
-def load_two_hours_of_ground_truth(tmp_path_factory, tmp_path, monkeypatch, clickhouse, venue, symbols, start):
+def load_two_hours_of_ground_truth(tmp_path_factory, tmp_path, monkeypatch, clickhouse, venue, symbols, start,
+                                   during=None):
     end = start + 2 * US_PER_HOUR
     extra: tuple[str, ...] = ()
     if venue == "alpaca":       # its REST wants keys: the simulator's, from the environment
@@ -139,6 +144,8 @@ def load_two_hours_of_ground_truth(tmp_path_factory, tmp_path, monkeypatch, clic
         store = history_store(tmp_path, monkeypatch, clickhouse, venue, symbols, s.rest_url)
         res = load_history(store, venue, symbols, start, end, rest_url=s.rest_url)
         truth = read_truth(s.truth_path, start, end)
+        if during is not None:
+            during(s)
     assert res.done and not res.gaps and res.trades == sum(len(v) for v in truth.values()) > 1000
     assert stored_ticks(store, start - US_PER_HOUR, end + US_PER_HOUR) == truth_ticks(truth)
     for sym in symbols:
@@ -153,9 +160,31 @@ def test_okx_by_time_and_coinbase_by_searched_id_load_their_ground_truth(tmp_pat
     order share their ms, so page boundaries fall inside a ms and are de-duplicated by id);
     Coinbase pages only by id (trades?after=), so where 10:00 and 12:00 start is searched for
     from its latest trades in a few requests per symbol, then ids are walked forward."""
-    res = load_two_hours_of_ground_truth(tmp_path_factory, tmp_path, monkeypatch, clickhouse, venue, symbols, H10)
+    during = (lambda s: first_ids_are_found_in_a_few_requests(s, symbols)) if venue == "coinbase" else None
+    res = load_two_hours_of_ground_truth(tmp_path_factory, tmp_path, monkeypatch, clickhouse, venue, symbols, H10,
+                                         during)
     if venue == "okx":
         assert res.pages > res.trades // 100        # pages of 100 walked back through the range
     else:
         searches = res.rest["requests"] - res.pages - 1           # less the pages and the product list
         assert 0 < searches <= 2 * len(symbols) * 16, res.rest    # the first ids at 10:00 and 12:00
+
+
+def first_ids_are_found_in_a_few_requests(sim, symbols):
+    """Coinbase's first id at a time, searched over its pages by id, is the ground truth's, before
+    the tape (its first trade), inside it, at its last trade and past it (None)."""
+    mod = venues.get("coinbase")
+    options = mod.validate_options(None)
+    truth = read_truth(sim.truth_path, 0, 2 ** 62)
+    rest = VenueRest("coinbase", sim.rest_url)
+    try:
+        for sym in symbols:
+            rows = sorted((ts, int(tid)) for tid, ts, *_ in truth[("coinbase", sym)])
+            for at in (H10 - 2 * US_PER_HOUR, H10, H10 + 1, H10 + 37 * US_PER_MINUTE + 123_456, H12,
+                       rows[len(rows) // 3][0], rows[-1][0], rows[-1][0] + 1):
+                want = next((tid for ts, tid in rows if ts >= at), None)
+                asked = rest.stats.requests
+                assert search_first_id(rest.call, mod, sym, at, options) == want, (sym, format_us(at))
+                assert rest.stats.requests - asked <= 16, (sym, format_us(at), rest.stats.requests - asked)
+    finally:
+        rest.close()
