@@ -185,6 +185,6 @@ def first_ids_are_found_in_a_few_requests(sim, symbols):
                 want = next((tid for ts, tid in rows if ts >= at), None)
                 asked = rest.stats.requests
                 assert search_first_id(rest.call, mod, sym, at, options) == want, (sym, format_us(at))
-                assert rest.stats.requests - asked <= 16, (sym, format_us(at), rest.stats.requests - asked)
+                assert rest.stats.requests - asked <= 8, (sym, format_us(at), rest.stats.requests - asked)
     finally:
         rest.close()
