@@ -10,7 +10,8 @@ a fresh embedded ClickHouse.
   ClickHouse cursor, and ends with ticks == ground truth, coverage over the range, and complete
   bars equal to bars computed from the ground truth; a second run skips the range;
 * a range reaching past our clock stops ``incomplete`` with coverage only up to it;
-* Bitfinex, Gate.io and Alpaca (each paging by time its own way) load two hours of their ground truth;
+* Bitfinex, Gate.io, Alpaca and OKX (each paging by time its own way) and Coinbase (by id, its
+  first ids searched for) load two hours of their ground truth;
 * ``marketdata backfill`` loads Kraken (exit 0) and refuses Bybit naming why (exit 2), as the
   library does for every venue whose REST keeps only its latest trades.
 """
@@ -19,10 +20,14 @@ from __future__ import annotations
 
 import pytest
 
+from marketdata import venues
 from marketdata.backfill import BackfillError, load_history, read_progress, rebuild_hours, span_hours
 from marketdata.clock import format_us, parse_time_us
 from marketdata.bars import audit_hours
 from marketdata.clock import US_PER_HOUR, US_PER_MINUTE, now_us
+
+from marketdata.rest.client import VenueRest
+from marketdata.rest.pager import search_first_id
 
 from .history_sim import history_sim, history_store
 from .pipeline import bars_from_truth, read_truth
@@ -90,7 +95,7 @@ def test_a_range_past_our_clock_stops_incomplete(store, sim):
     assert cov[0] == start and cov[1] == p.loaded_to_us - 1
 
 
-@pytest.mark.parametrize("venue", ["bybit", "kucoin", "bitstamp", "coinbase", "okx"])
+@pytest.mark.parametrize("venue", ["bybit", "kucoin", "bitstamp"])
 def test_venues_whose_rest_cannot_page_history_are_refused_with_the_reason(store, venue):
     with pytest.raises(BackfillError, match=f"venue {venue} cannot be backfilled from REST: .+"):
         load_history(store, venue, ["BTC-USDT"], H10, H12, rest_url="http://127.0.0.1:9")
@@ -123,6 +128,11 @@ def test_other_time_paged_venues_load_their_ground_truth(tmp_path_factory, tmp_p
     """Bitfinex (trades/hist, oldest first, a ms cursor), Gate.io (spot/trades, newest first, a
     seconds cursor walking back) and Alpaca (page tokens) page by time differently; each loads
     two hours of its ground truth."""
+    load_two_hours_of_ground_truth(tmp_path_factory, tmp_path, monkeypatch, clickhouse, venue, symbols, start)
+
+
+def load_two_hours_of_ground_truth(tmp_path_factory, tmp_path, monkeypatch, clickhouse, venue, symbols, start,
+                                   during=None):
     end = start + 2 * US_PER_HOUR
     extra: tuple[str, ...] = ()
     if venue == "alpaca":       # its REST wants keys: the simulator's, from the environment
@@ -134,7 +144,47 @@ def test_other_time_paged_venues_load_their_ground_truth(tmp_path_factory, tmp_p
         store = history_store(tmp_path, monkeypatch, clickhouse, venue, symbols, s.rest_url)
         res = load_history(store, venue, symbols, start, end, rest_url=s.rest_url)
         truth = read_truth(s.truth_path, start, end)
+        if during is not None:
+            during(s)
     assert res.done and not res.gaps and res.trades == sum(len(v) for v in truth.values()) > 1000
     assert stored_ticks(store, start - US_PER_HOUR, end + US_PER_HOUR) == truth_ticks(truth)
     for sym in symbols:
         assert merged_coverage(store, sym) == [(start, end - 1)]
+    return res
+
+
+@pytest.mark.parametrize("venue,symbols", [("okx", ["BTC-USDT", "ETH-USDT"]), ("coinbase", ["BTC-USD", "ETH-USD"])])
+def test_okx_by_time_and_coinbase_by_searched_id_load_their_ground_truth(tmp_path_factory, tmp_path, monkeypatch,
+                                                                         clickhouse, venue, symbols):
+    """OKX walks back by timestamp (history-trades?type=2&after=<ms>, 100 a page; the fills of one
+    order share their ms, so page boundaries fall inside a ms and are de-duplicated by id);
+    Coinbase pages only by id (trades?after=), so where 10:00 and 12:00 start is searched for
+    from its latest trades in a few requests per symbol, then ids are walked forward."""
+    during = (lambda s: first_ids_are_found_in_a_few_requests(s, symbols)) if venue == "coinbase" else None
+    res = load_two_hours_of_ground_truth(tmp_path_factory, tmp_path, monkeypatch, clickhouse, venue, symbols, H10,
+                                         during)
+    if venue == "okx":
+        assert res.pages > res.trades // 100        # pages of 100 walked back through the range
+    else:
+        searches = res.rest["requests"] - res.pages - 1           # less the pages and the product list
+        assert 0 < searches <= 2 * len(symbols) * 16, res.rest    # the first ids at 10:00 and 12:00
+
+
+def first_ids_are_found_in_a_few_requests(sim, symbols):
+    """Coinbase's first id at a time, searched over its pages by id, is the ground truth's, before
+    the tape (its first trade), inside it, at its last trade and past it (None)."""
+    mod = venues.get("coinbase")
+    options = mod.validate_options(None)
+    truth = read_truth(sim.truth_path, 0, 2 ** 62)
+    rest = VenueRest("coinbase", sim.rest_url)
+    try:
+        for sym in symbols:
+            rows = sorted((ts, int(tid)) for tid, ts, *_ in truth[("coinbase", sym)])
+            for at in (H10 - 2 * US_PER_HOUR, H10, H10 + 1, H10 + 37 * US_PER_MINUTE + 123_456, H12,
+                       rows[len(rows) // 3][0], rows[-1][0], rows[-1][0] + 1):
+                want = next((tid for ts, tid in rows if ts >= at), None)
+                asked = rest.stats.requests
+                assert search_first_id(rest.call, mod, sym, at, options) == want, (sym, format_us(at))
+                assert rest.stats.requests - asked <= 8, (sym, format_us(at), rest.stats.requests - asked)
+    finally:
+        rest.close()

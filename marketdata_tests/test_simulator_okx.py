@@ -201,6 +201,9 @@ def test_rest_history_pagination_candles_instruments(make_sim):
         p2 = c.get("/api/v5/market/history-trades",
                    params={"instId": "BTC-USDT", "type": "2", "after": t_ms, "limit": 5}).json()["data"]
         assert all(int(t["ts"]) < t_ms for t in p2) and len(p2) == 5
+        older = sorted((int(r["ts_us"]), i) for (s, i), r in gt.items()
+                       if s == "BTC-USDT" and int(r["ts_us"]) // 1000 < t_ms)
+        assert [int(t["tradeId"]) for t in p2] == [i for _, i in older[-1:-6:-1]]     # the newest 5 older
         assert c.get("/api/v5/market/history-trades",
                      params={"instId": "BTC-USDT", "type": "2", "before": t_ms}).json()["code"] == "51000"
         assert c.get("/api/v5/market/history-trades", params={"instId": "X-Y"}).json()["code"] == "51001"

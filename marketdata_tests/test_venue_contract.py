@@ -63,6 +63,19 @@ def test_each_venue_fills_in_what_its_capabilities_need(name):
     assert isinstance(v.Options(), VenueOptions)
 
 
+@pytest.mark.parametrize("name", venues.names())
+def test_each_venue_says_how_it_is_backfilled_or_why_not(name):
+    v = venues.get(name)
+    assert v.BACKFILL_BY in ("id", "time", None)
+    if v.BACKFILL_BY == "id":
+        assert v.first_id_request is not None or v.head_request is not None
+        assert _given(v, Venue, "history_by_id_request") and _given(v, Venue, "parse_history")
+    elif v.BACKFILL_BY == "time":
+        assert v.history_by_time_request is not None and _given(v, Venue, "parse_history_page")
+    else:
+        assert v.NO_BACKFILL != Venue.NO_BACKFILL, "a refused venue says why"
+
+
 @pytest.mark.parametrize("name", venues.book_names())
 def test_each_book_venue_fills_in_its_snapshot_source(name):
     b = venues.book(name)

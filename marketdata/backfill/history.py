@@ -2,16 +2,16 @@
 into ``ticks`` (source 'backfill'), page by page, resumably, and vouch for the loaded span in
 ``coverage``.
 
-How a venue pages its history is its contract's ``BACKFILL_BY`` (``backfill_by``): "id" (Binance),
-"time" (Kraken, Bitfinex, Gate.io, Alpaca); a venue whose REST keeps only its latest trades or
-cannot find where a time starts (Bybit, KuCoin, Bitstamp, Coinbase, OKX) fails with its contract's
-``NO_BACKFILL`` reason.
+How a venue pages its history is its contract's ``BACKFILL_BY`` (``backfill_by``): "id" (Binance,
+Coinbase), "time" (Kraken, Bitfinex, Gate.io, Alpaca, OKX); a venue whose REST keeps only its
+latest trades (Bybit, KuCoin, Bitstamp) fails with its contract's ``NO_BACKFILL`` reason.
 
 By id, per symbol:
 
 1. where the range starts: the first trade id at or after ``start`` (``first_id_request`` +
-   ``first_id_at``: Binance ``aggTrades?startTime`` gives its ``f``), and, for progress, the
-   first id at or after ``end``;
+   ``first_id_at``: Binance ``aggTrades?startTime`` gives its ``f``; a venue without such a
+   request, Coinbase, is searched over pages by id, ``rest.pager.search_first_id``), and, for
+   progress, the first id at or after ``end``;
 2. pages by id (``history_by_id_request``, Binance ``historicalTrades?fromId``) until a trade at
    or after ``end``. Ids are consecutive, so a page that skips ids means the venue cannot give
    those trades back: the hole is recorded in ``gaps`` as unrepairable (found_by 'backfill') and
@@ -288,8 +288,9 @@ def backfill_by(mod: type[Venue]) -> str:
     ``BACKFILL_BY``); ``BackfillError`` with its ``NO_BACKFILL`` reason otherwise."""
     by = mod.BACKFILL_BY
     if by == "id":
-        if mod.first_id_request is None:
-            raise BackfillError(f"venue {mod.NAME} has no REST trade history by time and id (first_id_request)")
+        if mod.first_id_request is None and mod.head_request is None:
+            raise BackfillError(f"venue {mod.NAME} has no way to find the trade id at a time "
+                                "(first_id_request or head_request)")
         if not mod.SEQUENTIAL_IDS:
             raise BackfillError(f"venue {mod.NAME}: trade ids are not sequential; history by id cannot prove "
                                 "a span complete")

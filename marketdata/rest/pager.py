@@ -7,7 +7,9 @@ repair (``ingest/connector.py``), gap repair (``backfill/repair.py``) and histor
   pages, trades de-duplicated by id (a page may repeat its boundary);
 * ``IdPager``: trades by id from ``next_id`` on (``history_by_id_request`` / ``parse_history``),
   ``page_size`` a page; ``ids_between`` and ``ids_over_time`` walk it over a range of ids or of
-  time, ``first_id`` finds where a time starts (``first_id_request`` / ``first_id_at``).
+  time, ``first_id`` finds where a time starts (``first_id_request`` / ``first_id_at``; where the
+  venue has no such request, ``search_first_id`` searches pages by id from its latest trades,
+  ``head_request``: Coinbase).
 
 Pagers do no I/O: ``next_request()`` is the next request (None: finished) and ``take(body)`` reads
 its answer, so the same pager runs under the async client (connector) and the sync one (backfill):
@@ -118,8 +120,52 @@ class IdPager:
 
 
 def first_id(call: Call, mod: type[Venue], venue_symbol: str, at_us: int, options: VenueOptions) -> int | None:
-    """The id of the first trade at or after ``at_us`` (None: none yet)."""
+    """The id of the first trade at or after ``at_us`` (None: none yet): the venue's own answer
+    (``first_id_request``), else ``search_first_id``."""
+    if mod.first_id_request is None:
+        return search_first_id(call, mod, venue_symbol, at_us, options)
     return mod.first_id_at(call(mod.first_id_request(venue_symbol, at_us, options)), options)
+
+
+def search_first_id(call: Call, mod: type[Venue], venue_symbol: str, at_us: int,
+                    options: VenueOptions) -> int | None:
+    """The id of the first trade at or after ``at_us``, for a venue that pages only by id
+    (``head_request`` + ``history_by_id_request``): from the latest trades, pages further back at
+    doubling distances until one starts before ``at_us``, then halving between the two. Each probe
+    is one page by id whose rows' times place it: two hours back on the simulator took 3-4
+    requests. Assumes trade times do not decrease with ids, and that a page with no rows below the
+    newest known id lies before the venue's oldest trade."""
+    def probe(lo: int, hi: int) -> list[Tick]:
+        """The trades with lo <= id < hi on the page from lo, by id."""
+        ticks = mod.parse_history(call(mod.history_by_id_request(venue_symbol, lo, options)), "", 0, options)
+        return [t for t in ticks if lo <= mod.trade_id_int(t.trade_id) < hi]
+
+    def first_at(ticks: list[Tick]) -> int:
+        return next(mod.trade_id_int(t.trade_id) for t in ticks if t.ts_us >= at_us)
+
+    head = mod.parse_history(call(mod.head_request(venue_symbol, options)), "", 0, options)
+    if not head or head[-1].ts_us < at_us:
+        return None                         # no trade at or after at_us yet
+    if head[0].ts_us < at_us:
+        return first_at(head)
+    # The answer is `best` or an id in [lo, hi); every id >= hi is at or after at_us.
+    best = hi = mod.trade_id_int(head[0].trade_id)
+    lo, step, bracketed = 0, len(head), False
+    while lo < hi:
+        mid = (lo + hi) // 2 if bracketed else max(lo, hi - step)
+        ticks = probe(mid, hi)
+        if not ticks:       # no trade on the page from mid (REPAIR_PAGE ids) below hi: before the oldest
+            lo, bracketed = min(hi, mid + int(mod.REPAIR_PAGE)), True
+        elif ticks[0].ts_us >= at_us:
+            best, hi = mod.trade_id_int(ticks[0].trade_id), mid
+            step *= 2
+        elif ticks[-1].ts_us < at_us:
+            lo, bracketed = mod.trade_id_int(ticks[-1].trade_id) + 1, True
+        else:
+            return first_at(ticks)
+        if mid == 0:
+            bracketed = True
+    return best
 
 
 def ids_between(call: Call, pager: IdPager, hi: int) -> tuple[list[Tick], int]:

@@ -25,8 +25,9 @@ REST (envelope ``{"code":"0","msg":"","data":[...]}``, errors ``{"code":"5xxxx",
 ``/api/v5/public/time``, ``/api/v5/public/instruments?instType=SPOT``,
 ``/api/v5/market/trades`` (per fill, newest first, <= 500),
 ``/api/v5/market/history-trades?instId=&type=1|2&after=&before=&limit=`` (per fill, newest first,
-<= 100; ``type=1``: ``after``/``before`` are trade ids, rows with id < after and id > before, the
-newest ``limit`` of them; ``type=2``: ``after`` is a ms timestamp, ``before`` is rejected),
+<= 100, the last 3 months of sim time; ``type=1``: ``after``/``before`` are trade ids, rows with
+id < after and id > before, the newest ``limit`` of them; ``type=2``: ``after`` is a ms timestamp,
+rows with ts < after, the newest ``limit`` of them; ``before`` is rejected),
 ``/api/v5/market/candles`` (<= 300, only the latest 1440 bars reachable) and
 ``/api/v5/market/history-candles`` (<= 100): rows ``[ts, o, h, l, c, vol, volCcy, volCcyQuote,
 confirm]`` newest first, only bars with trades, ``after``/``before`` exclusive ms cursors;
@@ -67,6 +68,7 @@ _BARS = {
 _PUBLIC_CHANNELS = {"trades", "books"}
 _BUSINESS_CHANNELS = {"trades-all"}
 _SIDE = ("sell", "buy")
+HISTORY_TRADES_US = 90 * 86_400_000_000     # history-trades reaches back 3 months
 
 
 class OkxError(VenueRestError):
@@ -554,6 +556,7 @@ class OkxVenue(Venue):
                 raise OkxError("51000", "Parameter before error")
             hi = n if after is None else tape.index_at_ts(after * 1000)  # ts < after (ms)
             lo = tape.first
+        lo = max(lo, tape.index_at_ts(self.now_us() - HISTORY_TRADES_US))      # the last 3 months only
         if hi <= lo:
             return []
         return self._rows(si, range(hi - 1, max(lo, hi - limit) - 1, -1))

@@ -370,8 +370,9 @@ class Venue(_Contract):
     REPAIR_PAGE: ClassVar[int] = 1000
     BY_ID_TAKES_LIMIT: ClassVar[bool] = False   # history_by_id_request(..., limit=) pages smaller on asking
     CANDLES_HAVE_TRADE_COUNT: ClassVar[bool] = True
-    # historical backfill (backfill/history.py): "id" (first_id_request / first_id_at, then by id),
-    # "time" (history_by_time_request), or None, with NO_BACKFILL saying why
+    # historical backfill (backfill/history.py): "id" (first_id_request / first_id_at, or a search
+    # over ids from head_request, then by id), "time" (history_by_time_request), or None, with
+    # NO_BACKFILL saying why
     BACKFILL_BY: ClassVar[str | None] = None
     NO_BACKFILL: ClassVar[str] = "its module declares no REST history paging (BACKFILL_BY)"
 
@@ -426,6 +427,11 @@ class Venue(_Contract):
     @staticmethod
     def first_id_at(body: Any, options: VenueOptions) -> int | None:
         raise NotImplementedError
+
+    # the venue's latest trades (head_request(venue_symbol, options) -> HttpRequest, read by
+    # parse_history): where first_id_request is None, the first id at a time is searched for over
+    # pages by id (rest/pager.py search_first_id, Coinbase); None: no such search
+    head_request: ClassVar[Callable[[str, VenueOptions], HttpRequest] | None] = None
 
     # history by time (REPAIR_BY "time", or a venue whose REST pages by time):
     # history_by_time_request(venue_symbol, start_us, end_us, options, cursor) -> HttpRequest;

@@ -15,7 +15,9 @@ Facts this module encodes (shared/reference/venues-*.md §5):
 - `heartbeat` (1/s per product) carries the venue's `last_trade_id`: if it is beyond the last id
   we saw, trades were missed even though none follow (a quiet market) -> `LastTradeId`;
 - REST `/products/{id}/trades` pages by trade id: `after=X` returns the page of ids below X,
-  newest first, <= 1000 rows, so ids lo..lo+999 are `after=lo+1000`;
+  newest first, <= 1000 rows, so ids lo..lo+999 are `after=lo+1000`; without `after` it is the
+  latest 1000 (where a search for the id at a time starts: ids rise with time); `/time` is the
+  venue clock (`iso`, ms);
 - `time` is RFC 3339 with µs and `Z`; product ids are already BASE-QUOTE;
 - candles `[time, low, high, open, close, volume]` as JSON numbers, newest first, <= 300 per
   request, no trade count.
@@ -51,9 +53,9 @@ class Coinbase(Venue):
     REPAIR_BY = "id"
     REPAIR_PAGE = REPAIR_PAGE
     CANDLES_HAVE_TRADE_COUNT = False
-    BACKFILL_BY = None
-    NO_BACKFILL = ("its REST pages trades only by trade id (trades?after=) and has no way to find the "
-                   "id at a time")
+    # trades?after= pages by id only: the id at a time is searched for from the latest trades
+    # (head_request; rest/pager.py search_first_id), then pages walk ids forward
+    BACKFILL_BY = "id"
 
 
 @Coinbase.member
@@ -160,6 +162,23 @@ def history_by_id_request(venue_symbol: str, from_id: int, options: dict) -> Htt
     # `after` returns the ids below it, newest first: after=lo+1000 gives lo .. lo+999.
     return HttpRequest("GET", f"/products/{venue_symbol}/trades",
                        {"after": str(from_id + REPAIR_PAGE), "limit": str(REPAIR_PAGE)})
+
+
+@Coinbase.member
+def head_request(venue_symbol: str, options: dict) -> HttpRequest:
+    return HttpRequest("GET", f"/products/{venue_symbol}/trades", {"limit": str(REPAIR_PAGE)})
+
+
+@Coinbase.member
+def server_time_request() -> HttpRequest:
+    return HttpRequest("GET", "/time")
+
+
+@Coinbase.member
+def parse_server_time(body: Any) -> int:
+    if not isinstance(body, dict) or "iso" not in body:
+        raise MalformedFrame(f"coinbase /time answer lacks iso: {str(body)[:200]}")
+    return parse_time_us(body["iso"])
 
 
 @Coinbase.member

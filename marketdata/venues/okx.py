@@ -14,7 +14,8 @@ Facts this module encodes (shared/reference/venues-*.md §2):
 - one subscribe ack per arg; errors as {"event":"error","code":"600xx"}; notice 64008 announces a
   disconnect for maintenance;
 - REST answers {"code":"0","data":[...]}; history-trades pages by tradeId with `after` (records
-  OLDER than the id, newest first, <= 100), so ids lo..lo+99 are `after=lo+100`;
+  OLDER than the id, newest first, <= 100), so ids lo..lo+99 are `after=lo+100`; with `type=2`,
+  `after` is a ms timestamp (records older than it), over the last 3 months;
 - instId is already BASE-QUOTE; base/quote come from the instruments list.
 """
 
@@ -62,9 +63,8 @@ class Okx(Venue):
     REPAIR_BY = "id"
     REPAIR_PAGE = REPAIR_PAGE
     Options = Options
-    BACKFILL_BY = None
-    NO_BACKFILL = ("the okx module pages history-trades only by trade id and has no way to find the id "
-                   "at a time (history-trades?type=2 by timestamp is not implemented here)")
+    # history-trades?type=2&after=<ms> walks back by timestamp (history_by_time_request)
+    BACKFILL_BY = "time"
 
 
 @Okx.member
@@ -184,6 +184,44 @@ def parse_history(body: Any, symbol: str, recv_us: int, options: Options) -> lis
            for r in rows]
     out.sort(key=lambda t: int(t.trade_id))
     return out
+
+
+HISTORY_US = 90 * 86_400_000_000      # history-trades reaches 3 months back
+
+
+@Okx.member
+def history_by_time_request(venue_symbol: str, start_us: int, end_us: int | None, options: Options,
+                            cursor: Any = None) -> HttpRequest:
+    """Trades older than a ms timestamp (type=2), newest first, <= 100: the first page ends at
+    ``end_us``; the cursor is ("ts", ms) or, past a full page inside one ms, ("id", trade id)."""
+    params = {"instId": venue_symbol, "type": "2", "limit": str(REPAIR_PAGE)}
+    if cursor is not None:
+        kind, at = cursor
+        params.update(type="2" if kind == "ts" else "1", after=str(at))
+    elif end_us is not None:
+        params["after"] = str(end_us // 1000 + 1)
+    return HttpRequest("GET", "/api/v5/market/history-trades", params)
+
+
+@Okx.member
+def parse_history_page(body: Any, symbol: str, recv_us: int, options: Options, start_us: int,
+                       end_us: int | None) -> tuple[list[Tick], Any, bool]:
+    """One page walking back -> (ticks inside [start_us, end_us], next cursor or None, complete).
+    Several trades share a ms, so the next page is `after` the oldest ms + 1: it repeats the
+    oldest ms's trades (the pager drops them by id) and loses none. A full page inside one ms
+    cannot get past it by time: the next page is then by id (type=1, ids per instrument rise
+    with time), `after` its oldest id."""
+    ticks = parse_history(body, symbol, recv_us, options)
+    inside = [t for t in ticks if t.ts_us >= start_us and (end_us is None or t.ts_us <= end_us)]
+    if len(ticks) < REPAIR_PAGE:
+        return inside, None, start_us >= recv_us - HISTORY_US   # older than 3 months: not kept
+    oldest = min(t.ts_us for t in ticks)
+    if oldest < start_us:
+        return inside, None, True
+    oldest_ms, newest_ms = oldest // 1000, max(t.ts_us for t in ticks) // 1000
+    if oldest_ms < newest_ms:
+        return inside, ("ts", oldest_ms + 1), True
+    return inside, ("id", int(ticks[0].trade_id)), True
 
 
 # --- candles (reconciliation) --------------------------------------------------------------------
