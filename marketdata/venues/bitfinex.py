@@ -153,6 +153,15 @@ def keepalive(options: Options, session: object = None) -> None:
 _TEXT = {float: repr, int: str}
 
 
+def _unexp(r: str) -> str | None:
+    """A positive float's repr in `d[.ddd]e-XX` form as plain decimal text, the digits that
+    format(Decimal(r), "f") gives (number()'s way) without a Decimal; None for any other form."""
+    m, _, e = r.partition("e")
+    if e[:1] != "-" or not e[1:].isdigit() or m[:1] == "-" or (len(m) > 1 and m[1] != "."):
+        return None
+    return "0." + "0" * (int(e[1:]) - 1) + m.replace(".", "")
+
+
 def _trade(sym: str, t: Any, recv_us: int, source: str = "ws") -> Tick:
     # Common case first: [int, int, nonzero float/int, float/int] whose texts carry no exponent.
     # It skips number()'s isinstance/Decimal work (te parse 5.0 -> ~3 us); trade_tick still checks.
@@ -162,7 +171,11 @@ def _trade(sym: str, t: Any, recv_us: int, source: str = "ws") -> Tick:
         if a_text is not None and p_text is not None and type(tid) is int and type(mts) is int and amount:
             px = p_text(price)
             qty = a_text(amount) if amount > 0 else a_text(-amount)
-            if "e" not in px and "e" not in qty:
+            if "e" in qty:          # amounts under 1e-4 (0.00001234 -> 1.234e-05): most of the simulator's
+                qty = _unexp(qty)
+            if "e" in px:
+                px = _unexp(px)
+            if px is not None and qty is not None:
                 return trade_tick(NAME, sym, mts * 1000, px, qty, "buy" if amount > 0 else "sell", str(tid),
                                   recv_us, source=source)
     if not isinstance(t, list) or len(t) < 4 or type(t[0]) is not int or type(t[1]) is not int:
