@@ -221,6 +221,8 @@ class Parser:
                 # This frame's own trade may be older than a lost one: it goes with the repair.
                 return [Reconnect(f"sequence jumped from {seq - lost - 1} to {seq}: frames lost")]
             self.last_seq = seq
+        if kind == "tu":
+            return [Ignored(kind)]      # the te's trade again, after the venue's DB write (half the frames)
         cid = msg[0]
         sym = self.chans.get(cid)
         if kind == "hb":
@@ -239,8 +241,6 @@ class Parser:
             ticks = [_trade(sym, t, recv_us) for t in kind]
             ticks.sort(key=lambda t: (t.ts_us, int(t.trade_id)))   # the venue sends newest first
             return [Replay(sym, ticks)]
-        if kind == "tu":
-            return [Ignored(kind)]      # the te's trade again, after the venue's DB write
         if isinstance(kind, str):
             return [Unrecognised(f"frame kind {kind[:20]}", "a channel frame this parser does not read")]
         raise MalformedFrame(f"unknown channel frame kind {str(kind)[:50]}")
