@@ -25,7 +25,7 @@ from ..gap import Gap
 from ..storage.redis import async_client
 from ..stream import health_key, sequence_key
 from ..tick import Tick
-from ..venues.base import (Ack, HttpRequest, LastTradeId, MalformedFrame, Pause, Reconnect, Replay,
+from ..venues.base import (Ack, HttpRequest, Ignored, LastTradeId, MalformedFrame, Pause, Reconnect, Replay,
                            UnknownSymbol, Unrecognised, Unsequenced, Venue, VenueError)
 from ..backoff import Backoff
 from ..rest.client import AsyncVenueRest, RestError
@@ -402,6 +402,10 @@ class VenueConnector:
                                             g.to_id, g.found_by)
                             gaps.clear()
                             self._repair_wake.set()
+                    elif type(ev) is Ignored:
+                        # Before the rarer kinds: Bitfinex sends each trade again as an ignored
+                        # `tu`, so half its frames end here; checked last they cost ten type tests.
+                        pass
                     elif type(ev) is Ack:
                         pending_acks.discard(ev.request_id)
                         if not pending_acks and not link.subscribed and not paused:   # venues may ack once per channel

@@ -123,8 +123,13 @@ class Parser:
                 return [UnknownSymbol(pair)]
             d = msg.get("data")
             try:
-                tid = d.get("id_str") or str(int_field(d["id"], "id"))   # the number is only exact below 2^53
-                return [trade_tick(NAME, sym, int_field(d["microtimestamp"], "microtimestamp"), d["price_str"],
+                tid = d.get("id_str")      # the number is only exact below 2^53
+                if not tid:
+                    tid = d["id"]
+                    tid = str(tid if type(tid) is int else int_field(tid, "id"))
+                t = d["microtimestamp"]    # µs as digit text: int() straight, int_field only for the other forms
+                return [trade_tick(NAME, sym, int(t) if type(t) is str and len(t) < 20 and t.isdigit() and t.isascii()
+                                   else int_field(t, "microtimestamp"), d["price_str"],
                                    d["amount_str"], _SIDES[d["type"]], tid, recv_us)]
             except (KeyError, TypeError, ValueError, IndexError, AttributeError) as ex:
                 raise MalformedFrame(f"trade lacks or mistypes field {ex}") from None

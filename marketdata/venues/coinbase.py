@@ -129,8 +129,10 @@ class Parser:
                 sym = self.symbols.get(pid)
                 if sym is None:
                     return [UnknownSymbol(str(pid))]
+                tid = msg["trade_id"]      # a JSON number: str() straight, int_field only for the other forms
                 return [trade_tick(NAME, sym, parse_time_us(msg["time"]), msg["price"], msg["size"],
-                                   _TAKER[msg["side"]], str(int_field(msg["trade_id"], "trade_id")), recv_us)]
+                                   _TAKER[msg["side"]], str(tid if type(tid) is int else int_field(tid, "trade_id")),
+                                   recv_us)]
             if typ == "heartbeat":
                 pid = msg["product_id"]
                 sym = self.symbols.get(pid)

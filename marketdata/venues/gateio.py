@@ -101,6 +101,8 @@ class _Cursors:
 
 
 CURSORS = _Cursors()
+_BY_PAIR = CURSORS._by_pair                 # the parser's inline note (below KEEP it is just a store)
+_NOTE_INLINE_BELOW = int(_Cursors.KEEP * 1.2)
 
 
 # --- instruments -------------------------------------------------------------------------------
@@ -157,9 +159,18 @@ class Parser:
                 sym = self.symbols.get(pair)
                 if sym is None:
                     return [UnknownSymbol(str(pair))]
-                platform = int_field(r["id"], "id")
+                platform = r["id"]
+                if type(platform) is not int:
+                    platform = int_field(platform, "id")
                 ts = ts_us_of(r["create_time_ms"]) if "create_time_ms" in r else int_field(r["create_time"], "create_time") * 1_000_000
                 m = r.get("id_market")
+                if type(m) is int:         # the current push: note the cursor inline (a call less a trade)
+                    d = _BY_PAIR.get(pair)
+                    if d is not None and len(d) < _NOTE_INLINE_BELOW:
+                        d[m] = platform
+                    else:
+                        CURSORS.note(pair, m, platform)
+                    return [trade_tick(NAME, sym, ts, r["price"], r["amount"], r["side"], str(m), recv_us)]
                 if m is None:
                     # An older push: still a trade. Its id is the platform id; continuity by time.
                     return [Unsequenced(trade_tick(NAME, sym, ts, r["price"], r["amount"], r["side"], str(platform),

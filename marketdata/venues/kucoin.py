@@ -205,7 +205,9 @@ class Parser:
             tid = d.get("tradeId") or d["sequence"]
             if type(tid) is not str:
                 tid = str(int_field(tid, "tradeId"))
-            return [trade_tick(NAME, sym, int_field(d["time"], "time") // 1000, d["price"], d["size"], side,
+            t = d["time"]          # ns as digit text: int() straight, int_field only for the other forms
+            return [trade_tick(NAME, sym, (int(t) if type(t) is str and len(t) < 20 and t.isdigit() and t.isascii()
+                                           else int_field(t, "time")) // 1000, d["price"], d["size"], side,
                                tid, recv_us)]
         except (KeyError, TypeError, ValueError) as e:
             raise MalformedFrame(f"trade.l3match lacks or mistypes field {e}") from None
