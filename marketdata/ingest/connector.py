@@ -360,6 +360,15 @@ class VenueConnector:
             seq.on_subscribed()
         self._repair_wake.set()     # catch up the span we were away, from REST
 
+    def _publish_gaps(self, publisher, gaps: list[Gap]) -> None:
+        """Gaps the sequence checks just found: to the stream, to the log, and to the repairer."""
+        for g in gaps:
+            publisher.put_gap(g)
+            log.warning("%s %s: gap in trade ids %s..%s (%s)", self.name, g.symbol, g.from_id, g.to_id,
+                        g.found_by)
+        gaps.clear()
+        self._repair_wake.set()
+
     async def _read(self, ws, parser, pending_acks: set, link: "_Link") -> None:
         publisher = self.publisher
         seqs = self.seqs
@@ -396,12 +405,7 @@ class VenueConnector:
                             if not put_nowait(ev):              # the queue is full: wait for room
                                 await publisher.put(ev)
                         if gaps:
-                            for g in gaps:
-                                publisher.put_gap(g)
-                                log.warning("%s %s: gap in trade ids %s..%s (%s)", name, g.symbol, g.from_id,
-                                            g.to_id, g.found_by)
-                            gaps.clear()
-                            self._repair_wake.set()
+                            self._publish_gaps(publisher, gaps)
                     elif type(ev) is Ignored:
                         # Before the rarer kinds: Bitfinex sends each trade again as an ignored
                         # `tu`, so half its frames end here; checked last they cost ten type tests.
@@ -414,12 +418,7 @@ class VenueConnector:
                     elif type(ev) is LastTradeId:
                         # The venue's last id (Coinbase heartbeat) reveals missed trades in a quiet market.
                         if seqs[ev.symbol].on_last_trade_id(ev.trade_id, ev.ts_us, gaps):
-                            for g in gaps:
-                                publisher.put_gap(g)
-                                log.warning("%s %s: gap in trade ids %s..%s (%s)", name, g.symbol, g.from_id,
-                                            g.to_id, g.found_by)
-                            gaps.clear()
-                            self._repair_wake.set()
+                            self._publish_gaps(publisher, gaps)
                     elif type(ev) is Unsequenced:
                         t = ev.tick
                         self.ticks_in += 1
